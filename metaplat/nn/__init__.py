@@ -1,0 +1,1 @@
+"""metaplat.nn"""

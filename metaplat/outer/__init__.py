@@ -1,0 +1,1 @@
+"""Outer loops: one module per method, no Tune imports."""
