@@ -68,7 +68,7 @@ def check_episode_shape(num_ways: int, num_shots: int, num_query: int, image_siz
         ("num_ways", num_ways, 2),
         ("num_shots", num_shots, 1),
         ("num_query", num_query, 1),
-        ("image_size", image_size, 8),
+        ("image_size", image_size, 4),
     ):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ValueError(f"{field} must be an integer >= {low}, got {value!r}")
