@@ -89,7 +89,7 @@ def test_sampled_classes_stay_in_their_split() -> None:
         for spec in fam.sample(np.random.default_rng(0), split, 20):
             assert set(spec.params["classes"]) <= allowed
             assert all(0 <= k < 4 for k in spec.params["quarter_turns"])
-            pairs = list(zip(spec.params["classes"], spec.params["quarter_turns"]))
+            pairs = list(zip(spec.params["classes"], spec.params["quarter_turns"], strict=True))
             assert len(set(pairs)) == fam.num_ways
     plain = GlyphFamily().sample(np.random.default_rng(0), "train", 5)
     assert all(k == 0 for s in plain for k in s.params["quarter_turns"])

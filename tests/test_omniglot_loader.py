@@ -64,7 +64,9 @@ def test_missing_or_empty_root_names_path_and_layout(tmp_path: Path) -> None:
 
 
 def test_registered_and_splits_disjoint_covering_proportional(root: Path) -> None:
-    fam = make_family("omniglot", {"root": str(root), "num_ways": 2, "num_shots": 1, "num_query": 3})
+    fam = make_family(
+        "omniglot", {"root": str(root), "num_ways": 2, "num_shots": 1, "num_query": 3}
+    )
     parts = [fam.characters(s) for s in SPLITS]
     # 9 characters in MAML's 1100/100/423 proportions, at least one per split
     assert [len(p) for p in parts] == [6, 1, 2]
@@ -85,21 +87,29 @@ def test_episode_matches_the_pngs(dataset: tuple[Path, dict[str, np.ndarray]]) -
     assert ep.support_x.dtype == torch.float32 and ep.query_y.dtype == torch.int64
     assert ep.support_y.tolist() == [0, 0, 1, 1] and ep.query_y.tolist() == [0, 0, 1, 1]
     # ink is 1: each image is the written cross, and the drawers of a class are distinct
-    for c, (char, idx) in enumerate(zip(spec.params["classes"], spec.params["images"])):
+    for c, (char, idx) in enumerate(
+        zip(spec.params["classes"], spec.params["images"], strict=True)
+    ):
         assert len(set(idx)) == 4
         images = torch.cat([ep.support_x[2 * c : 2 * c + 2], ep.query_x[2 * c : 2 * c + 2]])
-        for img, d in zip(images, idx):
+        for img, d in zip(images, idx, strict=True):
             assert np.array_equal(img[0].numpy(), masks[f"{char}/{d}"])
     again = make_family("omniglot", dict(spec.config)).build(TaskSpec.from_json(spec.to_json()))
     assert torch.equal(again.query_x, ep.query_x)
 
 
 def test_resize_is_area_average_and_rotation_is_a_new_class(root: Path) -> None:
-    fam = OmniglotFamily(root=str(root), num_ways=2, num_shots=1, num_query=1, image_size=7,
-                         augment_rotations=True)
+    fam = OmniglotFamily(
+        root=str(root), num_ways=2, num_shots=1, num_query=1, image_size=7, augment_rotations=True
+    )
     char = fam.characters("train")[0]
-    spec = TaskSpec("omniglot", fam.config(), {"classes": [char, char], "quarter_turns": [0, 1],
-                    "images": [[0, 1], [0, 1]]}, 0, "train")
+    spec = TaskSpec(
+        "omniglot",
+        fam.config(),
+        {"classes": [char, char], "quarter_turns": [0, 1], "images": [[0, 1], [0, 1]]},
+        0,
+        "train",
+    )
     ep = fam.build(spec)
     full = 1.0 - read_gray(next((root / char).iterdir())) / 255.0
     expected = full.reshape(7, 2, 7, 2).mean(axis=(1, 3))
@@ -131,25 +141,34 @@ def _encode(image: np.ndarray, depth: int, filters: list[int]) -> bytes:
     else:
         rows = image.astype(int)
     bpp, out, prev = 1, b"", np.zeros(rows.shape[1], int)
-    for r, f in zip(rows, filters):
+    for r, f in zip(rows, filters, strict=True):
         enc = []
         for i, x in enumerate(r):
             a = int(r[i - bpp]) if i >= bpp else 0
             b, c = int(prev[i]), (int(prev[i - bpp]) if i >= bpp else 0)
             p = a + b - c
-            paeth = a if abs(p - a) <= abs(p - b) and abs(p - a) <= abs(p - c) else (
-                b if abs(p - b) <= abs(p - c) else c)
+            paeth = (
+                a
+                if abs(p - a) <= abs(p - b) and abs(p - a) <= abs(p - c)
+                else (b if abs(p - b) <= abs(p - c) else c)
+            )
             pred = [0, a, b, (a + b) // 2, paeth][f]
             enc.append((int(x) - pred) % 256)
         out += bytes([f, *enc])
         prev = r
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     ihdr = struct.pack(">IIBBBBB", w, h, depth, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(out))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(out))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize("depth", [1, 8])

@@ -66,7 +66,12 @@ def jitter_segments(
 
     pts = seg[None] + rng.normal(0.0, jitter.endpoint, size=(n, *seg.shape))
     u = lambda m: rng.uniform(-m, m, size=n)  # noqa: E731
-    angle, log_s, log_a, shear = u(jitter.rotation), u(jitter.scale), u(jitter.aspect), u(jitter.shear)
+    angle, log_s, log_a, shear = (
+        u(jitter.rotation),
+        u(jitter.scale),
+        u(jitter.aspect),
+        u(jitter.shear),
+    )
     shift = rng.uniform(-jitter.translation, jitter.translation, size=(n, 2))
     sx, sy = np.exp(log_s + log_a / 2), np.exp(log_s - log_a / 2)
     c, s = np.cos(angle), np.sin(angle)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Mapping
 from importlib import resources
 from types import MappingProxyType
-from typing import Mapping
 
 import numpy as np
 
@@ -16,7 +16,7 @@ _GRID = 256.0
 
 @functools.lru_cache(maxsize=1)
 def kanji_strokes() -> Mapping[str, np.ndarray]:
-    """Every kanji of ``kanjidraw``: ``char -> float32 [num_strokes, 4]`` segments ``(x1, y1, x2, y2)``.
+    """Every kanji of ``kanjidraw``: ``char -> float32 [num_strokes, 4]`` segments (x1, y1, x2, y2).
 
     Coordinates are mapped from the 256-unit source grid to the canvas square [-1, 1]
     (y downwards). Cached: the JSON (1.7 MB) is parsed once per process. The mapping is

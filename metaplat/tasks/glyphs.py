@@ -72,7 +72,9 @@ class GlyphFamily(SupervisedFamily):
     """Proportions of characters in train/val/test."""
 
     name = "glyphs"
-    description = "N-way K-shot jittered kanji renderings; an Omniglot-like benchmark with no download"
+    description = (
+        "N-way K-shot jittered kanji renderings; an Omniglot-like benchmark with no download"
+    )
 
     def __post_init__(self) -> None:
         check_episode_shape(self.num_ways, self.num_shots, self.num_query, self.image_size)
@@ -102,7 +104,9 @@ class GlyphFamily(SupervisedFamily):
     # -- classes -----------------------------------------------------------------------
     def characters(self, split: Split) -> tuple[str, ...]:
         """The characters of ``split`` (sorted); disjoint across splits."""
-        pool = _class_pool(self.min_strokes, self.max_strokes, self.split_seed, self.split_fractions)
+        pool = _class_pool(
+            self.min_strokes, self.max_strokes, self.split_seed, self.split_fractions
+        )
         return pool[split]
 
     def num_classes(self, split: Split) -> int:
@@ -132,14 +136,12 @@ class GlyphFamily(SupervisedFamily):
         strokes = kanji_strokes()
         classes, turns = spec.params["classes"], spec.params["quarter_turns"]
         if len(classes) != self.num_ways or len(turns) != self.num_ways:
-            raise ValueError(
-                f"spec has {len(classes)} classes, family num_ways is {self.num_ways}"
-            )
+            raise ValueError(f"spec has {len(classes)} classes, family num_ways is {self.num_ways}")
         jit = Jitter().scaled(self.jitter)
         rng = np.random.default_rng([spec.seed, 1])  # data stream, separate from params
         n = self.num_shots + self.num_query
         images = []
-        for char, k in zip(classes, turns):
+        for char, k in zip(classes, turns, strict=True):
             if char not in strokes:
                 raise ValueError(f"unknown glyph class {char!r} in spec {spec.digest()}")
             seg = jitter_segments(

@@ -67,13 +67,11 @@ def _index(root: str) -> _Index:
                 if pngs:
                     files[f"{subset}/{alphabet.name}/{char.name}"] = pngs
     if not files:
-        raise FileNotFoundError(
-            f"no Omniglot images under {str(base)!r}; expected {LAYOUT}"
-        )
+        raise FileNotFoundError(f"no Omniglot images under {str(base)!r}; expected {LAYOUT}")
     return _Index(tuple(sorted(files)), files)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _images(root: str, character: str, size: int) -> np.ndarray:
     """All images of one character: float32 ``[n, size, size]``, ink 1, read-only, cached."""
     folder = Path(root).expanduser() / character
@@ -135,7 +133,7 @@ class OmniglotFamily(SupervisedFamily):
         return len(self.characters(split)) * (4 if self.augment_rotations else 1)
 
     def sample_params(self, rng: np.random.Generator, split: Split) -> dict[str, Any]:
-        """``classes`` (character paths), ``quarter_turns`` and ``images`` (file indices) per label."""
+        """Per label: ``classes`` (character paths), ``quarter_turns``, ``images`` (file ids)."""
         chars = self.characters(split)
         files = _index(self.root).files
         if self.num_classes(split) < self.num_ways:
@@ -151,14 +149,19 @@ class OmniglotFamily(SupervisedFamily):
             "classes": classes,
             "quarter_turns": [int(i) % turns for i in picks],
             # distinct drawers per class, in random order: the first K are the support
-            "images": [[int(i) for i in rng.choice(len(files[c]), m, replace=False)] for c in classes],
+            "images": [
+                [int(i) for i in rng.choice(len(files[c]), m, replace=False)] for c in classes
+            ],
         }
 
     def build(self, spec: TaskSpec) -> Episode:
-        """``support_x [N*K, 1, H, W]``, ``query_x [N*Q, 1, H, W]`` in [0, 1] (ink 1), int64 labels."""
+        """``support_x [N*K, 1, H, W]``, ``query_x [N*Q, 1, H, W]`` in [0, 1] (ink 1).
+
+        Labels are int64 in ``[0, N)``, class-major.
+        """
         per_class = []
         for char, k, idx in zip(
-            spec.params["classes"], spec.params["quarter_turns"], spec.params["images"]
+            spec.params["classes"], spec.params["quarter_turns"], spec.params["images"], strict=True
         ):
             imgs = _images(self.root, char, self.image_size)[np.asarray(idx)]
             per_class.append(np.rot90(imgs, k=int(k), axes=(1, 2)))
@@ -171,4 +174,3 @@ class OmniglotFamily(SupervisedFamily):
             "splits": "MAML: 1100/100/423 characters (proportional on a partial copy), "
             f"split_seed {self.split_seed}; task seeds disjoint per split (seed % 3)",
         }
-

@@ -55,7 +55,9 @@ class QuadraticProblem:
         if not self.batched:
             raise ValueError("loss_batch needs a stacked problem (from build_batch); use loss()")
         if theta.shape != self.y.shape:
-            raise ValueError(f"theta must have shape {tuple(self.y.shape)}, got {tuple(theta.shape)}")
+            raise ValueError(
+                f"theta must have shape {tuple(self.y.shape)}, got {tuple(theta.shape)}"
+            )
         return self.loss(theta)
 
     def grad(self, theta: torch.Tensor) -> torch.Tensor:
@@ -64,10 +66,10 @@ class QuadraticProblem:
         return 2.0 * (self.W.transpose(-1, -2) @ r.unsqueeze(-1)).squeeze(-1)
 
     def init_params(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """A fresh start ``θ ~ N(0, init_std²)`` shaped like ``theta0`` (randomness is an argument)."""
-        noise = torch.randn(
-            self.theta0.shape, generator=generator, dtype=self.theta0.dtype
-        ).to(self.theta0.device)
+        """A fresh ``θ ~ N(0, init_std²)`` shaped like ``theta0``, drawn from ``generator``."""
+        noise = torch.randn(self.theta0.shape, generator=generator, dtype=self.theta0.dtype).to(
+            self.theta0.device
+        )
         return noise * self.init_std
 
     def solution(self) -> torch.Tensor:
@@ -113,7 +115,8 @@ class QuadraticFamily(OptimizationFamily):
             raise ValueError(f"dim must be an integer >= 1, got {self.dim!r}")
         if self.distribution not in _DISTRIBUTIONS:
             raise ValueError(
-                f"distribution must be one of {', '.join(_DISTRIBUTIONS)}, got {self.distribution!r}"
+                f"distribution must be one of {', '.join(_DISTRIBUTIONS)}, "
+                f"got {self.distribution!r}"
             )
         if not self.init_std >= 0:
             raise ValueError(f"init_std must be >= 0, got {self.init_std!r}")
