@@ -67,6 +67,7 @@ def test_registered_and_splits_disjoint_covering_proportional(root: Path) -> Non
     fam = make_family(
         "omniglot", {"root": str(root), "num_ways": 2, "num_shots": 1, "num_query": 3}
     )
+    assert isinstance(fam, OmniglotFamily)
     parts = [fam.characters(s) for s in SPLITS]
     # 9 characters in MAML's 1100/100/423 proportions, at least one per split
     assert [len(p) for p in parts] == [6, 1, 2]

@@ -48,11 +48,11 @@ def episode_from_classes(images: Sequence[np.ndarray], num_shots: int) -> Episod
     Returns ``support_x [N*K, 1, H, W]``, ``query_x [N*Q, 1, H, W]`` float32 and int64 labels
     in ``[0, N)``, class-major (the first K support images are class 0, and so on).
     """
-    stack = np.stack(images)  # [N, K+Q, H, W]
+    stack = np.stack(images).astype(np.float32, copy=False)  # [N, K+Q, H, W]
     n, m, h, w = stack.shape
-    x = torch.from_numpy(np.ascontiguousarray(stack, dtype=np.float32)).unsqueeze(2)
-    support = x[:, :num_shots].reshape(-1, 1, h, w)
-    query = x[:, num_shots:].reshape(-1, 1, h, w)
+    # numpy slicing + from_numpy: no torch op overhead on these small copies
+    support = torch.from_numpy(np.ascontiguousarray(stack[:, :num_shots]).reshape(-1, 1, h, w))
+    query = torch.from_numpy(np.ascontiguousarray(stack[:, num_shots:]).reshape(-1, 1, h, w))
     labels = torch.arange(n, dtype=torch.int64)
     return Episode(
         support,
