@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import pickle
 from typing import Any
 
 import numpy as np
@@ -54,6 +56,15 @@ def test_build_batch_stacks_with_task_dim(family: SupervisedFamily) -> None:
         assert torch.equal(got[1], one), name
 
 
+def test_config_rebuilds_family_and_pickles(family: SupervisedFamily) -> None:
+    again = make_family(family.name, family.config())
+    assert again.config() == family.config()
+    assert json.loads(json.dumps(family.config())) == family.config()
+    assert pickle.loads(pickle.dumps(family)).config() == family.config()  # ships to actors
+    d = family.describe()
+    assert d["kind"] == "supervised" and d["config"] == family.config()
+
+
 def test_split_task_seeds_disjoint(family: SupervisedFamily) -> None:
     seeds = {s: {t.seed for t in family.sample(np.random.default_rng(0), s, 200)} for s in SPLITS}
     assert not (seeds["train"] & seeds["val"] or seeds["train"] & seeds["test"])
@@ -67,6 +78,9 @@ def test_quadratic_is_an_optimization_family() -> None:
     fam = make_family("quadratic", {"dim": 4})
     assert isinstance(fam, OptimizationFamily) and fam.kind == "optimization"
     assert fam.describe()["kind"] == "optimization"
+    spec = fam.sample(np.random.default_rng(0), "test", 1)[0]
+    assert TaskSpec.from_json(spec.to_json()) == spec
+    assert torch.equal(fam.build(spec).W, make_family("quadratic", dict(spec.config)).build(spec).W)
 
 
 def test_quadratic_loss_matches_hand_formula() -> None:

@@ -100,7 +100,7 @@ class TaskFamily(ABC):
 
     @abstractmethod
     def build(self, spec: TaskSpec) -> Any:
-        """Build the task a spec describes (a supervised episode or a gymnasium env)."""
+        """Build the task a spec describes (an episode, a gymnasium env or a problem)."""
 
     def describe(self) -> dict[str, Any]:
         """Human-readable facts for ``metaplat tasks show``: kind, config, distributions, splits."""
