@@ -26,7 +26,7 @@ import numpy as np
 
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
-TaskKind = Literal["supervised", "rl"]
+TaskKind = Literal["supervised", "rl", "optimization"]
 
 # Seeds are drawn below this bound so that they survive a JSON round trip exactly.
 _SEED_BOUND = 2**52
@@ -100,7 +100,7 @@ class TaskFamily(ABC):
 
     @abstractmethod
     def build(self, spec: TaskSpec) -> Any:
-        """Build the task a spec describes (a supervised episode or a gymnasium env)."""
+        """Build the task a spec describes (an episode, a gymnasium env or a problem)."""
 
     def describe(self) -> dict[str, Any]:
         """Human-readable facts for ``metaplat tasks show``: kind, config, distributions, splits."""
@@ -165,6 +165,22 @@ class RLFamily(TaskFamily):
     def build_batched(self, specs: Sequence[TaskSpec], device: Any = "cpu") -> Any:
         """A batched torch env over ``specs`` (see ``environments.batched.BatchedEnv``)."""
         raise NotImplementedError(f"family {self.name!r} has no batched environment")
+
+
+class OptimizationFamily(TaskFamily):
+    """A family of optimization problems (the tasks of learned optimizers and optimizer search).
+
+    ``build(spec)`` returns a problem object with ``dim``, ``init_params(generator) -> [dim]``
+    and ``loss(theta) -> scalar`` (see ``metaplat.tasks.quadratic.QuadraticProblem``);
+    :meth:`build_batch` stacks many problems with a leading ``[T]`` dimension whose
+    ``loss(theta [T, dim]) -> [T]``.
+    """
+
+    kind: ClassVar[TaskKind] = "optimization"
+
+    def build_batch(self, specs: Sequence[TaskSpec], device: Any = "cpu") -> Any:
+        """The problems of ``specs`` stacked with a leading ``[T]`` dimension."""
+        raise NotImplementedError(f"family {self.name!r} has no batched problems")
 
 
 @dataclasses.dataclass

@@ -17,6 +17,7 @@ FAMILIES: LazyRegistry[type[TaskFamily]] = LazyRegistry(
         "sinusoid": "metaplat.tasks.sinusoid:SinusoidFamily",
         "quadratic": "metaplat.tasks.quadratic:QuadraticFamily",
         "glyphs": "metaplat.tasks.glyphs:GlyphFamily",
+        "omniglot": "metaplat.tasks.omniglot:OmniglotFamily",
         "bandit": "metaplat.tasks.bandit:BanditFamily",
         "tabular_mdp": "metaplat.tasks.tabular_mdp:TabularMDPFamily",
         "point_nav": "metaplat.tasks.point_nav:PointNavFamily",
