@@ -137,8 +137,9 @@ class BatchedCartPole:
 
         self.length, self.masspole = col("length"), col("masspole")
         self.masscart, self.force_mag = col("masscart"), col("force_mag")
-        if bool((torch.stack([self.length, self.masspole, self.masscart, self.force_mag]) <= 0).any()):
-            raise ValueError("physics values must all be > 0")
+        for name in DEFAULT_PHYSICS:
+            if bool((getattr(self, name) <= 0).any()):
+                raise ValueError(f"physics[{name!r}] must be > 0, got {physics[name]}")
         self.total_mass = self.masspole + self.masscart
         self.polemass_length = self.masspole * self.length
         self.task_seeds = torch.as_tensor(task_seeds, dtype=torch.int64, device=self.device)

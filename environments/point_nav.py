@@ -80,7 +80,8 @@ class PointNavEnv(gym.Env[np.ndarray, np.ndarray]):
         return self._pos.copy(), {}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        a = np.clip(np.asarray(action, dtype=np.float32).reshape(2), -self.max_action, self.max_action)
+        a = np.asarray(action, dtype=np.float32).reshape(2)
+        a = np.clip(a, -self.max_action, self.max_action)
         self._pos = (self._pos + a).astype(np.float32)
         self._t += 1
         d = self._pos - self.goal
@@ -136,7 +137,8 @@ class BatchedPointNav:
         self, action: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``action [B, 2]`` -> ``(obs [B, 2], reward [B], terminated [B], truncated [B])``."""
-        a = action.to(device=self.device, dtype=torch.float32).clamp(-self.max_action, self.max_action)
+        a = action.to(device=self.device, dtype=torch.float32)
+        a = a.clamp(-self.max_action, self.max_action)
         self._pos = self._pos + a
         self._t += 1
         d = self._pos - self.goals
