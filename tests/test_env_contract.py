@@ -191,3 +191,21 @@ def test_make_point_nav_with_goal() -> None:
     env.reset(seed=0)
     _, reward, _, _, _ = env.step(np.float32([0.1, 0.1]))
     assert reward == pytest.approx(-np.sqrt(0.2**2 + 0.3**2), abs=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", RL_FAMILIES)
+def test_batched_env_on_cuda_matches_cpu(name: str) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    family = make_family(name)
+    if not family.batchable:
+        pytest.skip(f"family {name!r} is not batchable")
+    specs = _specs(family)
+    cpu, gpu = family.build_batched(specs, "cpu"), family.build_batched(specs, "cuda")
+    torch.testing.assert_close(gpu.reset(seed=3).cpu(), cpu.reset(seed=3), atol=ATOL, rtol=0)
+    twin = family.build(specs[0])
+    for a in _random_actions(twin.action_space, np.random.default_rng(2), 20):
+        batch_a = torch.as_tensor(np.stack([np.asarray(a)] * len(specs)))
+        for x, y in zip(gpu.step(batch_a.cuda()), cpu.step(batch_a)):
+            torch.testing.assert_close(x.cpu(), y, atol=ATOL, rtol=0)

@@ -59,11 +59,11 @@ def test_batched_rows_clip_per_coordinate_and_reward_by_hand() -> None:
 def test_reaching_the_goal_straight_gives_the_expected_return() -> None:
     goal = np.float32([0.35, -0.2])
     env = PointNavEnv(goal=goal, goal_tolerance=0.0)
-    env.reset()
+    pos, _ = env.reset()
     total = 0.0
     for _ in range(100):
-        pos = env._pos
-        total += env.step(np.clip(goal - pos, -0.1, 0.1))[1]
+        pos, r, *_ = env.step(np.clip(goal - pos, -0.1, 0.1))
+        total += r
     # Steps 1..4 cover x at 0.1 each (y done after 2); then the point sits on the goal.
     d = [math.hypot(0.25, 0.1), math.hypot(0.15, 0.0), 0.05, 0.0]
     assert total == pytest.approx(-sum(d), abs=1e-5)
