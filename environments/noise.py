@@ -14,11 +14,17 @@ The rule every stochastic metaplat env follows (see ``environments/batched.py``)
   ``seed=None`` advances the previous keys (``hash64(previous)``) so seeded runs continue
   deterministically, or draws fresh keys from OS entropy if there are none.
 * the ``j``-th number an env needs in an episode is ``uniform(keys, j)`` (or ``normal`` /
-  ``categorical``), with ``j`` a fixed layout such as ``step * draws_per_step + slot``.
+  ``categorical``), with ``j`` a fixed layout such as ``step * draws_per_step + slot``;
+  different kinds of draws use different ``substream(keys, k)``.
 
 Example (a Bernoulli bandit pull at step ``t``)::
 
     reward = (uniform(keys, t) < probs[arange(B), action]).float()
+
+and a tabular-MDP step (``P [B, S, A, S]``, reward means ``mu [B, S, A]``)::
+
+    s_next = categorical(substream(keys, 0), t, P[arange(B), s, a])
+    reward = mu[arange(B), s, a] + normal(substream(keys, 1), t)
 """
 
 from __future__ import annotations
@@ -72,6 +78,12 @@ def bits(keys: torch.Tensor, counter: torch.Tensor | int) -> torch.Tensor:
     return hash64(keys + (c + 1) * _GOLDEN)
 
 
+def substream(keys: torch.Tensor, stream: int) -> torch.Tensor:
+    """Keys of an independent stream ``stream`` (e.g. 0: transitions, 1: rewards), so
+    consumers that would otherwise share counters never collide."""
+    return hash64(keys ^ hash64(_as_int64(stream + 1, keys)))
+
+
 def uniform(
     keys: torch.Tensor, counter: torch.Tensor | int, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
@@ -80,15 +92,17 @@ def uniform(
     b = bits(keys, counter)
     if dtype == torch.float64:
         return _shr(b, 11).to(torch.float64) * 2.0**-53
-    if dtype in (torch.float32, torch.float16, torch.bfloat16):
-        return (_shr(b, 40).to(torch.float32) * 2.0**-24).to(dtype)
-    raise ValueError(f"dtype must be a floating dtype, got {dtype}")
+    if dtype == torch.float32:
+        return _shr(b, 40).to(torch.float32) * 2.0**-24
+    # Half precision would round values near 1 up to 1.0, breaking the [0, 1) contract.
+    raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
 
 
 def normal(
     keys: torch.Tensor, counter: torch.Tensor | int, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
-    """Standard normals for ``(keys, counter)`` by Box-Muller on counters ``2c`` and ``2c+1``.
+    """Standard normals for ``(keys, counter)`` by Box-Muller on counters ``2c`` and ``2c+1``
+    (so do not mix ``uniform`` and ``normal`` on the same keys; use :func:`substream`).
 
     Computed in float64 and cast, so twins agree to float rounding of ``log``/``cos``.
     """

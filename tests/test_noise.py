@@ -14,6 +14,7 @@ from environments.noise import (
     hash64,
     normal,
     reference_splitmix64,
+    substream,
     uniform,
 )
 
@@ -109,3 +110,12 @@ def test_cuda_matches_cpu_bit_for_bit() -> None:
     gpu = uniform(keys.cuda()[:, None], counters.cuda(), torch.float64).cpu()
     assert torch.equal(cpu, gpu)
     assert torch.equal(episode_keys(torch.arange(1000).cuda(), seed=5).cpu(), keys)
+
+
+def test_substreams_are_distinct_and_deterministic() -> None:
+    keys = episode_keys(torch.arange(32), seed=1)
+    a, b = substream(keys, 0), substream(keys, 1)
+    assert torch.equal(a, substream(keys.clone(), 0))
+    assert not (a == b).any() and not (a == keys).any()
+    corr = np.corrcoef(uniform(a, 0).numpy(), uniform(b, 0).numpy())[0, 1]
+    assert abs(corr) < 0.5
