@@ -12,6 +12,7 @@ Families whose module does not import yet are reported as skipped, with the reas
 
 from __future__ import annotations
 
+import json
 import warnings
 from typing import Any
 
@@ -142,6 +143,17 @@ def test_batched_env_matches_gymnasium_twins(name: str) -> None:
     _compare_episode(batched, twins, 123, batched.max_episode_steps, rng)
     _compare_episode(batched, twins, None, min(batched.max_episode_steps, 30), rng)
     _compare_episode(batched, twins, 7, min(batched.max_episode_steps, 30), rng)
+
+
+@pytest.mark.parametrize("name", RL_FAMILIES)
+def test_config_and_specs_round_trip_through_json(name: str) -> None:
+    family = make_family(name)
+    config = json.loads(json.dumps(family.config()))
+    assert make_family(name, config).config() == family.config()
+    assert family.describe()["kind"] == "rl"
+    for spec in _specs(family):
+        assert TaskSpec.from_json(spec.to_json()) == spec
+        assert make_family(name, dict(spec.config)).spec(spec.seed, spec.split) == spec
 
 
 @pytest.mark.parametrize("name", RL_FAMILIES)
