@@ -16,7 +16,13 @@ class BatchedEnv(Protocol):
     or ``float [B, action_dim]`` for continuous ones. Environments do not auto-reset: all
     envs of a batch share one horizon, and the caller calls :meth:`reset` between
     episodes. Randomness comes only from the ``seed`` given to :meth:`reset` (and the
-    task specs), so a batched env and its gymnasium twin agree step for step.
+    task specs), so a batched env and its gymnasium twin agree step for step: row ``i``
+    after ``reset(seed)`` equals ``family.build(specs[i])`` after ``reset(seed=seed + i)``
+    (``seed=None`` continues deterministically from the previous episode in both), until
+    that row terminates (its later outputs are unspecified; callers mask them).
+    Stochastic envs draw every number as ``environments.noise.uniform(keys, counter)``
+    (or ``normal``/``categorical``) with ``keys = noise.episode_keys(task_seeds, seed, previous
+    keys)`` and a fixed counter layout (e.g. ``step * draws_per_step + slot``).
     """
 
     num_envs: int
