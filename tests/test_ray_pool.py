@@ -1,0 +1,240 @@
+"""RayPool contracts: sharding and order, one put per call, faults, errors, resources."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from ray import cloudpickle  # Ray's vendored copy is the one that pickles tasks
+
+from metaplat.tasks.base import TaskSpec
+from metaplat.workers import LocalPool, Pool, shard, worker_bundles
+from metaplat.workers.resources import (
+    check_bundles_fit,
+    check_cluster_fits,
+    validate_worker_resources,
+)
+
+# Ray workers cannot import this test module (tests/ is not a package on their path), so
+# the jobs below travel by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def specs(n: int) -> list[TaskSpec]:
+    return [TaskSpec("toy", {}, {"k": i}, seed=3 * i + 1, split="val") for i in range(n)]
+
+
+class ScaleSeeds:
+    """Per shard: (payload * seed for each task, the worker's pid, its device)."""
+
+    def __call__(
+        self, payload: torch.Tensor, specs: Sequence[TaskSpec], device: torch.device
+    ) -> tuple[list[float], int, str]:
+        vals = [float((payload.to(device) * s.seed).sum()) for s in specs]
+        return vals, os.getpid(), str(device)
+
+
+class Explode:
+    """Raises on the shard holding seed 7; counts its attempts in a file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __call__(self, payload: Any, specs: Sequence[TaskSpec], device: torch.device) -> int:
+        if any(s.seed == 7 for s in specs):
+            with open(self.marker, "a") as f:
+                f.write("x")
+            raise ValueError("bad task seven")
+        return len(specs)
+
+
+class SlowFirstAttempt:
+    """Sleeps on a shard's first attempt (so a kill lands mid-call), then answers fast."""
+
+    def __init__(self, marker_dir: Path, sleep_s: float):
+        self.marker_dir = marker_dir
+        self.sleep_s = sleep_s
+
+    def __call__(
+        self, payload: int, specs: Sequence[TaskSpec], device: torch.device
+    ) -> list[int]:
+        marker = self.marker_dir / f"shard-{specs[0].seed}"
+        with open(marker, "a") as f:
+            f.write("x")
+        if marker.read_text() == "x":
+            time.sleep(self.sleep_s)
+        return [payload + s.seed for s in specs]
+
+
+# -- pure resource logic (no Ray) --------------------------------------------------------
+def test_worker_bundles_driver_first_then_one_per_worker() -> None:
+    assert worker_bundles(2, 0.5, 0, 0.5) == [{"CPU": 0.5}, {"CPU": 0.5}, {"CPU": 0.5}]
+    assert worker_bundles(4, 1, 0.25) == [{"CPU": 1.0}] + [{"CPU": 1.0, "GPU": 0.25}] * 4
+    assert worker_bundles(1, 0, 1, driver_cpus=0) == [{}, {"GPU": 1.0}]
+    with pytest.raises(ValueError, match="driver_cpus"):
+        worker_bundles(1, 1, 0, driver_cpus=-1)
+
+
+@pytest.mark.parametrize(
+    "args, field",
+    [
+        ((0, 1.0, 0.0), "num_workers"),
+        ((1.5, 1.0, 0.0), "num_workers"),
+        ((1, -1.0, 0.0), "num_cpus"),
+        ((1, 1.0, -0.5), "num_gpus"),
+        ((1, 1.0, 1.5), "num_gpus must be a fraction <= 1"),
+        ((1, 0.0, 0.0), "num_cpus > 0 or num_gpus > 0"),
+    ],
+)
+def test_invalid_worker_resources_name_the_field(args: tuple[Any, ...], field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        validate_worker_resources(*args)
+
+
+def test_whole_and_fractional_gpus_are_valid() -> None:
+    for g in (0.0, 0.25, 1.0, 2.0):
+        validate_worker_resources(2, 1.0, g)
+
+
+def test_cluster_fit_checks_totals_and_single_nodes() -> None:
+    total = {"CPU": 2.0, "memory": 1e9}
+    nodes = [{"CPU": 1.0}, {"CPU": 1.0}]
+    check_cluster_fits(2, 1.0, 0.0, total, nodes)
+    with pytest.raises(ValueError, match=r"num_gpus=1 .* no GPUs .*CPU: 2"):
+        check_cluster_fits(1, 1.0, 1.0, total, nodes)
+    with pytest.raises(ValueError, match=r"3 workers x num_cpus=1 need 3 CPUs.* has 2"):
+        check_cluster_fits(3, 1.0, 0.0, total, nodes)
+    with pytest.raises(ValueError, match="no single node can hold one worker"):
+        check_cluster_fits(1, 2.0, 0.0, total, nodes)
+    gpu_total, gpu_nodes = {"CPU": 8.0, "GPU": 1.0}, [{"CPU": 8.0, "GPU": 1.0}]
+    check_cluster_fits(4, 1.0, 0.25, gpu_total, gpu_nodes)  # four workers share one GPU
+    with pytest.raises(ValueError, match="need 1.25 GPUs"):
+        check_cluster_fits(5, 1.0, 0.25, gpu_total, gpu_nodes)
+
+
+def test_bundle_fit_names_worker_bundles() -> None:
+    check_bundles_fit(2, 0.5, 0.0, worker_bundles(2, 0.5, 0, 0.5))
+    with pytest.raises(ValueError, match=r"placement group has 1.5.*worker_bundles\(3"):
+        check_bundles_fit(3, 1.0, 0.0, worker_bundles(2, 0.5, 0, 0.5))
+
+
+# -- the pool on the shared Ray instance -------------------------------------------------
+@pytest.fixture(scope="module")
+def pool(ray_session: None) -> Iterator[Any]:
+    from metaplat.workers import RayPool
+
+    with RayPool(2, num_cpus=0.5) as p:
+        yield p
+
+
+@pytest.mark.ray
+def test_pool_protocol_devices_and_threads(pool: Any) -> None:
+    assert isinstance(pool, Pool) and pool.num_workers == 2
+    assert pool.devices() == [torch.device("cpu")] * 2  # no GPU assigned -> CPU
+    infos = pool.worker_info()
+    assert [i.index for i in infos] == [0, 1]
+    assert all(i.num_threads == 1 and i.gpu_ids == () for i in infos)
+    assert len({i.pid for i in infos}) == 2
+
+
+@pytest.mark.ray
+def test_map_matches_local_pool_in_task_order(pool: Any, monkeypatch: Any) -> None:
+    import ray
+
+    puts: list[Any] = []
+    real_put = ray.put
+    monkeypatch.setattr(ray, "put", lambda v, **kw: puts.append(v) or real_put(v, **kw))
+    payload = torch.tensor([1.0, 2.0])
+    tasks = specs(5)
+
+    out = pool.map(ScaleSeeds(), payload, tasks)
+
+    assert len(puts) == 1 and puts[0] is payload  # the payload is put once per call
+    assert [len(vals) for vals, _, _ in out] == [3, 2]  # contiguous shards, one per worker
+    flat = [v for vals, _, _ in out for v in vals]
+    assert flat == [3.0 * s.seed for s in tasks]
+    pids = {i.pid for i in pool.worker_info()}
+    assert {pid for _, pid, _ in out} == pids  # each worker ran exactly one batched call
+    local = LocalPool(2).map(ScaleSeeds(), payload, tasks)
+    assert [vals for vals, _, _ in out] == [vals for vals, _, _ in local]
+
+
+@pytest.mark.ray
+def test_fewer_tasks_than_workers_and_empty(pool: Any) -> None:
+    one = pool.map(ScaleSeeds(), torch.ones(1), specs(1))
+    assert len(one) == 1 and one[0][0] == [1.0]
+    assert [r[0] for r in pool.map(ScaleSeeds(), torch.ones(1), [])] == [[]]
+    assert len(shard(specs(1), 2)) == 1
+
+
+@pytest.mark.ray
+def test_job_exception_is_reraised_once_with_seeds_and_traceback(
+    pool: Any, tmp_path: Path
+) -> None:
+    from metaplat.workers import JobError
+
+    marker = tmp_path / "attempts"
+    tasks = specs(4)  # seeds 1, 4, 7, 10: seed 7 is in shard 1
+    with pytest.raises(JobError) as info:
+        pool.map(Explode(marker), None, tasks)
+    err = info.value
+    assert err.shard_index == 1 and err.seeds == [7, 10]
+    assert "task seeds [7, 10]" in str(err) and "ValueError" in str(err)
+    assert "bad task seven" in err.worker_traceback and "in __call__" in err.worker_traceback
+    assert isinstance(err.__cause__, ValueError)
+    assert marker.read_text() == "x"  # never retried
+    assert pool.map(Explode(marker), None, specs(2)) == [1, 1]  # the pool still works
+
+
+@pytest.mark.ray
+def test_killed_worker_is_restarted_and_its_shard_retried(
+    ray_session: None, tmp_path: Path
+) -> None:
+    import ray
+
+    from metaplat.workers import RayPool
+
+    with RayPool(2, num_cpus=0.5, max_task_retries=2) as p:
+        victim = p.actors[1]
+        old_pid = p.worker_info()[1].pid
+        killer = threading.Timer(0.4, lambda: ray.kill(victim, no_restart=False))
+        killer.start()
+        tasks = specs(4)
+        out = p.map(SlowFirstAttempt(tmp_path, sleep_s=1.5), 100, tasks)
+        killer.join()
+        assert out == [[101, 104], [107, 110]]
+        assert (tmp_path / "shard-7").read_text() == "xx"  # killed once, retried once
+        assert (tmp_path / "shard-1").read_text() == "x"
+        assert p.worker_info()[1].pid != old_pid  # a new process took over
+
+
+@pytest.mark.ray
+def test_impossible_requests_fail_fast(ray_session: None) -> None:
+    from metaplat.workers import RayPool
+
+    t0 = time.monotonic()
+    with pytest.raises(ValueError, match=r"num_gpus=1 per worker, but the Ray cluster has no GPU"):
+        RayPool(1, num_gpus=1)
+    with pytest.raises(ValueError, match=r"3 workers x num_cpus=1 need 3 CPUs.*has 2"):
+        RayPool(3, num_cpus=1)
+    with pytest.raises(ValueError, match="num_workers"):
+        RayPool(0)
+    assert time.monotonic() - t0 < 5
+
+
+@pytest.mark.ray
+def test_closed_pool_refuses_work(ray_session: None) -> None:
+    from metaplat.workers import RayPool
+
+    p = RayPool(1, num_cpus=0.5)
+    p.close()
+    p.close()  # idempotent
+    with pytest.raises(RuntimeError, match="after close"):
+        p.map(ScaleSeeds(), torch.ones(1), specs(1))
