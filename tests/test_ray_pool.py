@@ -119,10 +119,19 @@ def test_cluster_fit_checks_totals_and_single_nodes() -> None:
         check_cluster_fits(5, 1.0, 0.25, gpu_total, gpu_nodes)
 
 
-def test_bundle_fit_names_worker_bundles() -> None:
-    check_bundles_fit(2, 0.5, 0.0, worker_bundles(2, 0.5, 0, 0.5))
-    with pytest.raises(ValueError, match=r"placement group has 1.5.*worker_bundles\(3"):
-        check_bundles_fit(3, 1.0, 0.0, worker_bundles(2, 0.5, 0, 0.5))
+def test_bundle_fit_counts_workers_per_bundle_minus_the_driver() -> None:
+    bundles = worker_bundles(2, 0.5, 0, 0.5)
+    check_bundles_fit(2, 0.5, 0.0, bundles, held={"CPU": 0.5})
+    check_bundles_fit(3, 0.5, 0.0, bundles, held={})  # the driver bundle is free
+    with pytest.raises(ValueError, match=r"it holds 2 .*worker_bundles\(3, 0.5, 0"):
+        check_bundles_fit(3, 0.5, 0.0, bundles, held={"CPU": 0.5})
+    with pytest.raises(ValueError, match="it holds 0"):  # 1 CPU never fits a 0.5 bundle
+        check_bundles_fit(1, 1.0, 0.0, bundles, held={"CPU": 0.5})
+    gpu = worker_bundles(2, 1, 0.5, driver_cpus=0)
+    check_bundles_fit(2, 1.0, 0.5, gpu, held={})
+    check_bundles_fit(4, 0.5, 0.25, gpu, held={})  # two quarter-GPU workers per bundle
+    with pytest.raises(ValueError, match="it holds 2"):
+        check_bundles_fit(3, 1.0, 0.25, gpu, held={})  # CPU-bound: one per bundle
 
 
 # -- the pool on the shared Ray instance -------------------------------------------------
@@ -194,25 +203,19 @@ def test_job_exception_is_reraised_once_with_seeds_and_traceback(
 
 
 @pytest.mark.ray
-def test_killed_worker_is_restarted_and_its_shard_retried(
-    ray_session: None, tmp_path: Path
-) -> None:
+def test_killed_worker_is_restarted_and_its_shard_retried(pool: Any, tmp_path: Path) -> None:
     import ray
 
-    from metaplat.workers import RayPool
-
-    with RayPool(2, num_cpus=0.5, max_task_retries=2) as p:
-        victim = p.actors[1]
-        old_pid = p.worker_info()[1].pid
-        killer = threading.Timer(0.4, lambda: ray.kill(victim, no_restart=False))
-        killer.start()
-        tasks = specs(4)
-        out = p.map(SlowFirstAttempt(tmp_path, sleep_s=1.5), 100, tasks)
-        killer.join()
-        assert out == [[101, 104], [107, 110]]
-        assert (tmp_path / "shard-7").read_text() == "xx"  # killed once, retried once
-        assert (tmp_path / "shard-1").read_text() == "x"
-        assert p.worker_info()[1].pid != old_pid  # a new process took over
+    victim = pool.actors[1]
+    old_pid = pool.worker_info()[1].pid
+    killer = threading.Timer(0.3, lambda: ray.kill(victim, no_restart=False))
+    killer.start()
+    out = pool.map(SlowFirstAttempt(tmp_path, sleep_s=1.0), 100, specs(4))
+    killer.join()
+    assert out == [[101, 104], [107, 110]]
+    assert (tmp_path / "shard-7").read_text() == "xx"  # killed once mid-call, retried once
+    assert (tmp_path / "shard-1").read_text() == "x"
+    assert pool.worker_info()[1].pid != old_pid  # a new process took over
 
 
 @pytest.mark.ray
@@ -230,11 +233,14 @@ def test_impossible_requests_fail_fast(ray_session: None) -> None:
 
 
 @pytest.mark.ray
-def test_closed_pool_refuses_work(ray_session: None) -> None:
-    from metaplat.workers import RayPool
+def test_closed_pool_refuses_work(pool: Any) -> None:
+    # Last test of the module: it closes the shared pool (saves starting another actor).
+    import ray
 
-    p = RayPool(1, num_cpus=0.5)
-    p.close()
-    p.close()  # idempotent
+    actors = pool.actors
+    pool.close()
+    pool.close()  # idempotent
     with pytest.raises(RuntimeError, match="after close"):
-        p.map(ScaleSeeds(), torch.ones(1), specs(1))
+        pool.map(ScaleSeeds(), torch.ones(1), specs(1))
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(actors[0].info.remote(), timeout=30)

@@ -210,7 +210,10 @@ class RayPool:
             ray.get_runtime_context().should_capture_child_tasks_in_placement_group
         )
         if captured:
-            check_bundles_fit(self.num_workers, self.num_cpus, self.num_gpus, pg.bundle_specs)
+            held = ray.get_runtime_context().get_assigned_resources()
+            check_bundles_fit(
+                self.num_workers, self.num_cpus, self.num_gpus, pg.bundle_specs, held
+            )
         else:
             nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive", False)]
             check_cluster_fits(

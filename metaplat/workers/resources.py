@@ -99,25 +99,35 @@ def check_cluster_fits(
 
 
 def check_bundles_fit(
-    num_workers: int, num_cpus: float, num_gpus: float, bundles: Sequence[Mapping[str, float]]
+    num_workers: int,
+    num_cpus: float,
+    num_gpus: float,
+    bundles: Sequence[Mapping[str, float]],
+    held: Mapping[str, float] | None = None,
 ) -> None:
     """Raise ``ValueError`` if the workers cannot fit in the current placement group.
 
     Inside a Tune trial the pool's actors are captured by the trial's placement group, so
-    they must fit in its bundles (size them with :func:`worker_bundles`). This checks the
-    totals over all bundles, a necessary condition.
+    they must fit in its bundles (size them with :func:`worker_bundles`). ``held`` is what
+    the calling process (the trial driver) holds itself; Tune places it in bundle 0, so it
+    is taken off that bundle. A worker must fit inside one bundle.
     """
-    field = {"CPU": "num_cpus", "GPU": "num_gpus"}
-    for key, per_worker in (("CPU", num_cpus), ("GPU", num_gpus)):
-        have = sum(float(b.get(key, 0.0)) for b in bundles)
-        if num_workers * per_worker > have + 1e-9:
-            raise ValueError(
-                f"{num_workers} workers x {field[key]}={_fmt(per_worker)} need "
-                f"{_fmt(num_workers * per_worker)} {key}s, but this trial's placement group "
-                f"has {_fmt(have)} in all (bundles: {list(map(dict, bundles))}); size the "
-                f"trial with worker_bundles({num_workers}, {_fmt(num_cpus)}, {_fmt(num_gpus)}, "
-                f"driver_cpus)"
-            )
+    free = [{k: float(v) for k, v in b.items()} for b in bundles]
+    if held and free:
+        for k, v in held.items():
+            free[0][k] = max(0.0, free[0].get(k, 0.0) - float(v))
+    need = {k: v for k, v in (("CPU", num_cpus), ("GPU", num_gpus)) if v > 0}
+    fits = sum(
+        min(int(b.get(k, 0.0) / v + 1e-9) for k, v in need.items()) for b in free
+    )
+    if fits < num_workers:
+        raise ValueError(
+            f"{num_workers} workers (num_cpus={_fmt(num_cpus)}, num_gpus={_fmt(num_gpus)} "
+            f"each) do not fit in this trial's placement group: it holds {fits} "
+            f"(bundles: {[dict(b) for b in bundles]}, the trial itself holds "
+            f"{dict(held or {})}); size the trial with worker_bundles({num_workers}, "
+            f"{_fmt(num_cpus)}, {_fmt(num_gpus)}, driver_cpus)"
+        )
 
 
 def _describe(resources: Mapping[str, float]) -> str:
