@@ -46,9 +46,7 @@ def trainable(config: dict[str, Any]) -> None:
         {
             "flat": sum(out, []) == [config["scale"] * s.seed for s in specs],
             "shard_sizes": float(len(out[0]) * 10 + len(out[1])),
-            "in_trial_pg": float(
-                sum(trial_pg is not None and i.placement_group_id == trial_pg.id.hex() for i in infos)
-            ),
+            "in_trial_pg": float(sum(i.placement_group_id == trial_pg.id.hex() for i in infos)),
             "oversized": oversized,
             "captures": ray.get_runtime_context().should_capture_child_tasks_in_placement_group,
         }
@@ -72,5 +70,5 @@ def test_pool_runs_inside_a_trial_placement_group(ray_session: None, tmp_path: P
     assert m["flat"] is True  # results correct and in task order
     assert m["shard_sizes"] == 32.0  # 5 tasks over 2 workers: shards of 3 and 2
     assert m["captures"] is True
-    assert m["in_trial_pg"] == 2.0
-    assert "do not fit in this trial's placement group" in m["oversized"]  # both actors sit in the trial's placement group
+    assert m["in_trial_pg"] == 2.0  # both actors sit in the trial's placement group
+    assert "do not fit in this trial's placement group" in m["oversized"]

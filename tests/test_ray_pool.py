@@ -41,6 +41,16 @@ class ScaleSeeds:
         return vals, os.getpid(), str(device)
 
 
+class DoubleInPlace:
+    """Writes into the payload it got (allowed: it is the worker's own copy)."""
+
+    def __call__(
+        self, payload: dict[str, Any], specs: Sequence[TaskSpec], device: torch.device
+    ) -> dict[str, Any]:
+        payload["w"].mul_(2)
+        return {"w": payload["w"], "n": [len(specs)], "half": payload["half"]}
+
+
 class Explode:
     """Raises on the shard holding seed 7; counts its attempts in a file."""
 
@@ -165,7 +175,8 @@ def test_map_matches_local_pool_in_task_order(pool: Any, monkeypatch: Any) -> No
 
     out = pool.map(ScaleSeeds(), payload, tasks)
 
-    assert len(puts) == 1 and puts[0] is payload  # the payload is put once per call
+    assert len(puts) == 1  # the payload is put once per call (as numpy: cheaper to ship)
+    assert (puts[0].array == payload.numpy()).all()
     assert [len(vals) for vals, _, _ in out] == [3, 2]  # contiguous shards, one per worker
     flat = [v for vals, _, _ in out for v in vals]
     assert flat == [3.0 * s.seed for s in tasks]
@@ -173,6 +184,32 @@ def test_map_matches_local_pool_in_task_order(pool: Any, monkeypatch: Any) -> No
     assert {pid for _, pid, _ in out} == pids  # each worker ran exactly one batched call
     local = LocalPool(2).map(ScaleSeeds(), payload, tasks)
     assert [vals for vals, _, _ in out] == [vals for vals, _, _ in local]
+
+
+def test_pack_round_trip_ships_plain_cpu_tensors_as_arrays() -> None:
+    from metaplat.workers.ray_pool import _Array, _pack, _unpack
+
+    leaf = torch.nn.Parameter(torch.ones(2))
+    obj = {"a": torch.arange(3.0), "b": [torch.zeros(2, dtype=torch.int64), (1, "x")],
+           "bf16": torch.ones(2, dtype=torch.bfloat16), "leaf": leaf}  # fmt: skip
+    packed = _pack(obj)
+    assert isinstance(packed["a"], _Array) and isinstance(packed["b"][0], _Array)
+    assert packed["bf16"] is obj["bf16"] and packed["leaf"] is leaf  # no numpy twin: as is
+    back = _unpack(packed)
+    assert torch.equal(back["a"], obj["a"]) and back["b"][0].dtype == torch.int64
+    assert back["b"][1] == (1, "x") and isinstance(back["b"], list)
+    back["a"].add_(1)  # a fresh, writable copy
+    assert torch.equal(obj["a"], torch.arange(3.0))
+
+
+@pytest.mark.ray
+def test_payload_and_results_stay_tensors(pool: Any) -> None:
+    payload = {"w": torch.arange(4.0), "half": torch.ones(1, dtype=torch.float16)}
+    out = pool.map(DoubleInPlace(), payload, specs(3))
+    assert torch.equal(payload["w"], torch.arange(4.0))  # the caller's payload is untouched
+    assert [torch.equal(r["w"], 2 * torch.arange(4.0)) for r in out] == [True, True]
+    assert [r["n"] for r in out] == [[2], [1]]
+    assert out[0]["half"].dtype == torch.float16
 
 
 @pytest.mark.ray

@@ -94,6 +94,44 @@ class _Failure:
     exception: BaseException | None  # the original, when it pickles
 
 
+@dataclasses.dataclass(frozen=True)
+class _Array:
+    """A CPU tensor in transit as a numpy array (Ray ships arrays about 2x cheaper)."""
+
+    array: Any
+
+
+def _pack(obj: Any) -> Any:
+    """Tensors inside dicts, lists and tuples -> :class:`_Array`; anything else as is."""
+    if isinstance(obj, torch.Tensor):
+        if obj.device.type == "cpu" and not obj.requires_grad and obj.dtype in _NUMPY_DTYPES:
+            return _Array(obj.detach().numpy())
+        return obj
+    if type(obj) is dict:
+        return {k: _pack(v) for k, v in obj.items()}
+    if type(obj) in (list, tuple):
+        return type(obj)(_pack(v) for v in obj)
+    return obj
+
+
+def _unpack(obj: Any) -> Any:
+    """Inverse of :func:`_pack`; tensors come back as fresh, writable copies."""
+    if isinstance(obj, _Array):
+        # Copy: arrays read from the object store may be read-only shared memory.
+        return torch.from_numpy(obj.array.copy())
+    if type(obj) is dict:
+        return {k: _unpack(v) for k, v in obj.items()}
+    if type(obj) in (list, tuple):
+        return type(obj)(_unpack(v) for v in obj)
+    return obj
+
+
+_NUMPY_DTYPES = {
+    torch.float64, torch.float32, torch.float16, torch.int64, torch.int32,
+    torch.int16, torch.int8, torch.uint8, torch.bool, torch.complex64, torch.complex128,
+}  # fmt: skip
+
+
 class _Worker:
     """Actor body: runs jobs on shards with the device Ray's resources entitle it to."""
 
@@ -125,7 +163,7 @@ class _Worker:
 
     def run(self, job: Job[Any], payload: Any, specs: list[TaskSpec]) -> Any:
         try:
-            return job(payload, specs, self._device)
+            return _pack(job(_unpack(payload), specs, self._device))
         except Exception as e:  # returned, not raised: Ray must not retry a bug
             try:
                 pickle.dumps(e)
@@ -246,7 +284,7 @@ class RayPool:
         if self._closed:
             raise RuntimeError("RayPool.map called after close()")
         shards = shard(specs, self.num_workers)
-        payload_ref = ray.put(payload)  # once per call; every actor reads the same object
+        payload_ref = ray.put(_pack(payload))  # once per call; every actor reads this object
         refs = [a.run.remote(job, payload_ref, s) for a, s in zip(self._actors, shards)]
         results = []
         for i, (ref, s) in enumerate(zip(refs, shards)):
@@ -262,7 +300,7 @@ class RayPool:
             if isinstance(out, _Failure):
                 err = self._job_error(job, i, len(shards), s, out.type_name, out.traceback)
                 raise err from out.exception
-            results.append(out)
+            results.append(_unpack(out))
         return results
 
     def _job_error(
