@@ -270,6 +270,17 @@ def test_impossible_requests_fail_fast(ray_session: None) -> None:
 
 
 @pytest.mark.ray
+def test_worker_dead_for_good_raises_worker_lost(pool: Any) -> None:
+    import ray
+
+    from metaplat.workers import WorkerLostError
+
+    ray.kill(pool.actors[1], no_restart=True)
+    with pytest.raises(WorkerLostError, match=r"worker 1 died .*shard 1 of 2 .*seeds \[7, 10\]"):
+        pool.map(ScaleSeeds(), torch.ones(1), specs(4))
+
+
+@pytest.mark.ray
 def test_closed_pool_refuses_work(pool: Any) -> None:
     # Last test of the module: it closes the shared pool (saves starting another actor).
     import ray

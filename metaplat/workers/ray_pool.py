@@ -61,7 +61,7 @@ class JobError(RuntimeError):
 
 
 class WorkerLostError(RuntimeError):
-    """A worker actor died more often than ``max_restarts`` allows (or could not restart)."""
+    """A worker died and its call failed every retry (or the actor is dead for good)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,8 +184,11 @@ class RayPool:
         num_cpus: CPUs per worker (fractions allowed); also the worker's torch thread count.
         num_gpus: GPUs per worker: a fraction ``<= 1`` shares one GPU (``0.25``: four
             workers per GPU), or a whole number.
-        max_task_retries: how often a call is retried after its actor died.
-        max_restarts: how often Ray restarts a dead actor (default: ``max_task_retries``).
+        max_task_retries: how often one call is retried after its actor died (then
+            :class:`WorkerLostError`).
+        max_restarts: how often Ray restarts each dead actor over the pool's life; ``-1``
+            (default) is unlimited, so a long run survives any number of lost nodes while
+            each call stays bounded by ``max_task_retries``.
         placement_timeout_s: how long construction waits for every actor to be placed
             and started before raising ``TimeoutError``.
         check_resources: fail fast if the request can never fit the cluster (or the current
@@ -203,16 +206,15 @@ class RayPool:
         num_cpus: float = 1.0,
         num_gpus: float = 0.0,
         max_task_retries: int = 3,
-        max_restarts: int | None = None,
+        max_restarts: int = -1,
         placement_timeout_s: float = 120.0,
         check_resources: bool = True,
     ):
         validate_worker_resources(num_workers, num_cpus, num_gpus)
         if max_task_retries < 0:
             raise ValueError(f"max_task_retries must be >= 0, got {max_task_retries}")
-        max_restarts = max_task_retries if max_restarts is None else max_restarts
-        if max_restarts < 0:
-            raise ValueError(f"max_restarts must be >= 0, got {max_restarts}")
+        if max_restarts < -1:
+            raise ValueError(f"max_restarts must be >= 0 or -1 (unlimited), got {max_restarts}")
         if placement_timeout_s <= 0:
             raise ValueError(f"placement_timeout_s must be > 0, got {placement_timeout_s}")
         if not ray.is_initialized():
@@ -276,6 +278,11 @@ class RayPool:
     # -- the Pool protocol -------------------------------------------------------------
     def map(self, job: Job[Any], payload: Any, specs: Sequence[TaskSpec]) -> list[Any]:
         """Run ``job`` on each shard of ``specs``; one result per shard, in task order.
+
+        Worker ``i`` gets shard ``i`` in one call. CPU tensors inside dicts, lists and tuples
+        of the payload and of the results travel as numpy arrays and arrive as fresh
+        writable tensors. Define jobs in importable modules: classes of ``__main__`` are
+        re-sent by value on every call.
 
         Raises:
             JobError: the job raised on a worker (not retried).
