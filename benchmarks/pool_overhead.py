@@ -19,6 +19,7 @@ Speed-up = (b) / (c); ideal 2x on two free cores.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -79,6 +80,18 @@ class CountJob:
         return len(specs)
 
 
+class TimedJob:
+    """Runs ``job`` and also returns how long it took inside the worker (ms)."""
+
+    def __init__(self, job: Any):
+        self.job = job
+
+    def __call__(self, params: Any, specs: Sequence[TaskSpec], device: torch.device) -> Any:
+        t0 = time.perf_counter()
+        out = self.job(params, specs, device)
+        return out, 1000 * (time.perf_counter() - t0)
+
+
 def round_robin_ms(fns: Sequence[Callable[[], Any]], repeats: int) -> list[float]:
     """Median ms per call of each ``fn``, timed in turn so all see the same machine load."""
     times: list[list[float]] = [[] for _ in fns]
@@ -100,7 +113,7 @@ def _importable_jobs(hidden: int, inner_steps: int) -> tuple[Any, Any]:
         from benchmarks import pool_overhead as mod
     except ImportError:  # run from elsewhere without the repo root on the path
         import __main__ as mod
-    return mod.MamlSinusoidJob(hidden, inner_steps), mod.CountJob()
+    return mod.TimedJob(mod.MamlSinusoidJob(hidden, inner_steps)), mod.CountJob()
 
 
 def main() -> None:
@@ -117,7 +130,9 @@ def main() -> None:
     specs = family.sample(np.random.default_rng(0), "train", args.batch)
     net = mlp(1, [args.hidden, args.hidden], 1)
     params = {k: v.detach() for k, v in net.named_parameters()}
-    job, noop = _importable_jobs(args.hidden, args.inner_steps)
+    timed, noop = _importable_jobs(args.hidden, args.inner_steps)
+    job = timed.job
+    in_worker: list[float] = []  # the inner loop's own time inside pool1's worker
     cpu = torch.device("cpu")
 
     def direct() -> Any:
@@ -130,7 +145,7 @@ def main() -> None:
         with RayPool(1, num_cpus=0.5) as pool1, RayPool(2, num_cpus=0.5) as pool2:
             calls = [
                 direct,
-                lambda: pool1.map(job, params, specs),
+                lambda: in_worker.append(pool1.map(timed, params, specs)[0][1]),
                 lambda: pool2.map(job, params, specs),
                 lambda: pool1.map(noop, params, specs),
             ]
@@ -141,10 +156,13 @@ def main() -> None:
             ref = LocalPool(1).map(job, params, specs)[0][0]
             got = pool1.map(job, params, specs)[0][0]
             assert all(torch.allclose(ref[k], got[k]) for k in ref), "pool changed the result"
+            in_worker.clear()
             t_direct, t_pool1, t_pool2, t_noop = round_robin_ms(calls, args.repeats)
+            t_worker = statistics.median(in_worker)
     finally:
         ray.shutdown()
 
+    load = os.getloadavg()[0]
     overhead = t_pool1 - t_direct
     frac = overhead / t_direct
     payload_kb = sum(v.numel() * v.element_size() for v in params.values()) / 1024
@@ -154,11 +172,19 @@ def main() -> None:
         f"payload {payload_kb:.0f} KB; "
         f"medians of {args.repeats} round-robin calls; 1 torch thread per process"
     )
+    print(
+        f"host: {os.cpu_count()} cores, 1-min load average {load:.1f} after the run "
+        f"(a load above the core count makes every figure below noisy)"
+    )
     print(f"(a) direct, in-process (baseline)   {t_direct:8.1f} ms/call")
     print(
         f"(b) RayPool, 1 worker               {t_pool1:8.1f} ms/call   overhead "
         f"{overhead:+.1f} ms = {100 * frac:+.1f}% of inner loop "
         f"(target < {100 * TARGET_OVERHEAD:.0f}%: {'MET' if frac < TARGET_OVERHEAD else 'MISSED'})"
+    )
+    print(
+        f"    the same inner loop timed inside that worker {t_worker:8.1f} ms/call: pool transport "
+        f"{t_pool1 - t_worker:+.1f} ms = {100 * (t_pool1 - t_worker) / t_worker:+.1f}%"
     )
     print(
         f"(d) RayPool, 1 worker, empty job    {t_noop:8.1f} ms/call   = the pool's own round trip, "

@@ -51,6 +51,17 @@ class DoubleInPlace:
         return {"w": payload["w"], "n": [len(specs)], "half": payload["half"]}
 
 
+class Span:
+    """Sleeps, and returns when it started and ended (wall clock, one machine)."""
+
+    def __call__(
+        self, payload: float, specs: Sequence[TaskSpec], device: torch.device
+    ) -> tuple[float, float]:
+        start = time.time()
+        time.sleep(payload)
+        return start, time.time()
+
+
 class Explode:
     """Raises on the shard holding seed 7; counts its attempts in a file."""
 
@@ -210,6 +221,12 @@ def test_payload_and_results_stay_tensors(pool: Any) -> None:
     assert [torch.equal(r["w"], 2 * torch.arange(4.0)) for r in out] == [True, True]
     assert [r["n"] for r in out] == [[2], [1]]
     assert out[0]["half"].dtype == torch.float16
+
+
+@pytest.mark.ray
+def test_shards_run_concurrently(pool: Any) -> None:
+    (s0, e0), (s1, e1) = pool.map(Span(), 0.3, specs(2))
+    assert max(s0, s1) < min(e0, e1)  # both calls were in flight at once
 
 
 @pytest.mark.ray

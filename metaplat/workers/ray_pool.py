@@ -102,10 +102,17 @@ class _Array:
 
 
 def _pack(obj: Any) -> Any:
-    """Tensors inside dicts, lists and tuples -> :class:`_Array`; anything else as is."""
+    """Tensors inside dicts, lists and tuples -> CPU, then :class:`_Array` where numpy can.
+
+    Tensors that require grad or have no numpy dtype (bfloat16) stay tensors (on CPU);
+    anything else passes as is.
+    """
     if isinstance(obj, torch.Tensor):
-        if obj.device.type == "cpu" and not obj.requires_grad and obj.dtype in _NUMPY_DTYPES:
-            return _Array(obj.detach().numpy())
+        if obj.requires_grad:
+            return obj
+        obj = obj.cpu()  # results of GPU workers arrive on CPU: the driver may have no GPU
+        if obj.dtype in _NUMPY_DTYPES:
+            return _Array(obj.resolve_conj().resolve_neg().numpy())
         return obj
     if type(obj) is dict:
         return {k: _pack(v) for k, v in obj.items()}
@@ -279,10 +286,10 @@ class RayPool:
     def map(self, job: Job[Any], payload: Any, specs: Sequence[TaskSpec]) -> list[Any]:
         """Run ``job`` on each shard of ``specs``; one result per shard, in task order.
 
-        Worker ``i`` gets shard ``i`` in one call. CPU tensors inside dicts, lists and tuples
-        of the payload and of the results travel as numpy arrays and arrive as fresh
-        writable tensors. Define jobs in importable modules: classes of ``__main__`` are
-        re-sent by value on every call.
+        Worker ``i`` gets shard ``i`` in one call. Tensors inside dicts, lists and tuples of
+        the payload and of the results travel as numpy arrays and arrive as fresh, writable
+        CPU tensors (so GPU workers' results land on CPU). Define jobs in importable
+        modules: classes of ``__main__`` are re-sent by value on every call.
 
         Raises:
             JobError: the job raised on a worker (not retried).
