@@ -262,9 +262,16 @@ def test_killed_worker_is_restarted_and_its_shard_retried(pool: Any, tmp_path: P
 
     victim = pool.actors[1]
     old_pid = pool.worker_info()[1].pid
-    killer = threading.Timer(0.3, lambda: ray.kill(victim, no_restart=False))
+
+    def kill_mid_call() -> None:  # once shard 1's first attempt has started (and sleeps)
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "shard-7").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        ray.kill(victim, no_restart=False)
+
+    killer = threading.Thread(target=kill_mid_call)
     killer.start()
-    out = pool.map(SlowFirstAttempt(tmp_path, sleep_s=1.0), 100, specs(4))
+    out = pool.map(SlowFirstAttempt(tmp_path, sleep_s=2.0), 100, specs(4))
     killer.join()
     assert out == [[101, 104], [107, 110]]
     assert (tmp_path / "shard-7").read_text() == "xx"  # killed once mid-call, retried once
