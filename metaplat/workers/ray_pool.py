@@ -232,6 +232,7 @@ class RayPool:
         self.num_workers = num_workers
         self.num_cpus = float(num_cpus)
         self.num_gpus = float(num_gpus)
+        self.max_task_retries = max_task_retries
         if check_resources:
             self._check_fits()
 
@@ -271,6 +272,12 @@ class RayPool:
         refs = [a.info.remote() for a in self._actors]
         try:
             infos = ray.get(refs, timeout=timeout_s)
+        except RayActorError as e:  # __init__ raised, or the worker could not import it
+            self.close()
+            raise RuntimeError(
+                f"RayPool workers failed to start: {e}\n(is metaplat importable on every node? "
+                f"install it there or pass it in ray.init's runtime_env)"
+            ) from e
         except GetTimeoutError:
             available = ray.available_resources()
             self.close()
@@ -293,7 +300,7 @@ class RayPool:
 
         Raises:
             JobError: the job raised on a worker (not retried).
-            WorkerLostError: a worker died and could not be restarted within its budget.
+            WorkerLostError: a worker died and its call failed every retry.
         """
         if self._closed:
             raise RuntimeError("RayPool.map called after close()")
@@ -308,8 +315,9 @@ class RayPool:
                 raise self._job_error(job, i, len(shards), s, type(e).__name__, str(e)) from e
             except RayActorError as e:
                 raise WorkerLostError(
-                    f"worker {i} died running shard {i} of {len(shards)} "
-                    f"(task seeds {_seeds_text(s)}) and could not be restarted: {e}"
+                    f"worker {i} died running shard {i} of {len(shards)} (task seeds "
+                    f"{_seeds_text(s)}) and every retry (max_task_retries="
+                    f"{self.max_task_retries}) failed or it is dead for good: {e}"
                 ) from e
             if isinstance(out, _Failure):
                 err = self._job_error(job, i, len(shards), s, out.type_name, out.traceback)
