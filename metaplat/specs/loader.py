@@ -122,8 +122,11 @@ def build_method_config(method_cls: type, config: Mapping[str, Any], path: str) 
     return construct(cfg_cls, check_fields(cfg_cls, config, path), path)
 
 
-def build_family(name: str, config: Mapping[str, Any], path: str = "task") -> Any:
-    """The task family ``name`` built with ``config`` (errors under ``path``)."""
+def build_family(
+    name: str, config: Mapping[str, Any], path: str = "task", config_path: str | None = None
+) -> Any:
+    """The task family ``name`` built with ``config`` (errors under ``path.family`` and
+    ``config_path``, default ``path.config``)."""
     from metaplat.tasks.registry import FAMILIES, config_fields
 
     try:
@@ -134,7 +137,7 @@ def build_family(name: str, config: Mapping[str, Any], path: str = "task") -> An
         raise SpecError(
             f"{join(path, 'family')}: family {name!r} is registered but cannot be imported ({e})"
         ) from None
-    cpath = join(path, "config")
+    cpath = join(path, "config") if config_path is None else config_path
     if dataclasses.is_dataclass(cls):
         kwargs = check_fields(cls, config, cpath)
     else:
@@ -243,7 +246,7 @@ def check_search_values(
             if section == "method":
                 build_method_config(method_cls, trial.method.config, f"{where}={value!r}")
             elif section == "task":
-                build_family(trial.task.family, trial.task.config, f"{where}={value!r}")
+                build_family(trial.task.family, trial.task.config, "task", f"{where}={value!r}")
         except SpecError as e:
             errors += e.errors
     return errors
