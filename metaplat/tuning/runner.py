@@ -111,13 +111,15 @@ def run_config(spec: ExperimentSpec, verbose: int | None = None) -> Any:
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+    from metaplat.tuning.callbacks import FirstResultLogger
+
     return tune.RunConfig(
         name=spec.name,
         storage_path=storage_root(spec),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.train.keep_checkpoints),
         failure_config=tune.FailureConfig(max_failures=spec.tune.max_failures),
         # CSV + JSON always (``metaplat report`` reads them); Tune adds TensorBoard itself.
-        callbacks=[CSVLoggerCallback(), JsonLoggerCallback()],
+        callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), FirstResultLogger()],
         verbose=verbose,
     )
 
