@@ -207,7 +207,8 @@ def test_nan_trial_fails_alone(tmp_path: Path, ship_toy: None) -> None:
     spec = toy_spec(
         tmp_path,
         train={"iterations": 3, "eval_every": 1, "checkpoint_every": 1, "eval_tasks": 2},
-        tune={"metric": "val/loss", "search_space": {"method.config.nan_at": [-1, 1]}},
+        tune={"metric": "val/loss", "search_space": {"method.config.nan_at": [-1, 1]},
+              "scheduler": {"name": "asha", "grace_period": 3}},
     )
     results = run_experiment(spec, verbose=0)
     by_nan = {r.config["method.config.nan_at"]: r for r in results}

@@ -11,7 +11,9 @@ signature before any trial starts):
 * scheduler: ``factory(metric: str, mode: str, iterations: int, seed: int, **options)
   -> TrialScheduler``
 
-The spec key ``search_alg.max_concurrent`` is handled by the runner (a ``ConcurrencyLimiter``),
+``metric`` and ``mode`` are for factories that need them to build something; the returned
+object must NOT be given them (Tune passes ``TuneConfig``'s metric and mode on, and refuses
+objects that already have their own). The spec key ``search_alg.max_concurrent`` is handled by the runner (a ``ConcurrencyLimiter``),
 not by the factory.
 """
 
@@ -74,7 +76,7 @@ def optuna_search(metric: str, mode: str, seed: int, sampler: str = "tpe") -> An
     samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
     if sampler not in samplers:
         raise ValueError(f"optuna sampler must be one of {', '.join(samplers)}, got {sampler!r}")
-    return OptunaSearch(metric=metric, mode=mode, sampler=samplers[sampler](seed=seed))
+    return OptunaSearch(sampler=samplers[sampler](seed=seed))
 
 
 def hyperopt_search(metric: str, mode: str, seed: int, n_initial_points: int = 20) -> Any:
@@ -83,9 +85,7 @@ def hyperopt_search(metric: str, mode: str, seed: int, n_initial_points: int = 2
         from ray.tune.search.hyperopt import HyperOptSearch
     except ImportError as e:
         raise ImportError(f"search_alg 'hyperopt' needs hyperopt installed ({e})") from None
-    return HyperOptSearch(
-        metric=metric, mode=mode, random_state_seed=seed, n_initial_points=n_initial_points
-    )
+    return HyperOptSearch(random_state_seed=seed, n_initial_points=n_initial_points)
 
 
 # -- schedulers --------------------------------------------------------------------------
@@ -116,8 +116,6 @@ def asha(
         raise ValueError(f"asha reduction_factor must be > 1, got {reduction_factor}")
     return ASHAScheduler(
         time_attr="training_iteration",
-        metric=metric,
-        mode=mode,
         max_t=max_t,
         grace_period=grace_period,
         reduction_factor=reduction_factor,
@@ -155,8 +153,6 @@ def pbt(
         )
     return PopulationBasedTraining(
         time_attr="training_iteration",
-        metric=metric,
-        mode=mode,
         perturbation_interval=perturbation_interval,
         burn_in_period=burn_in_period,
         hyperparam_mutations=mutations,
