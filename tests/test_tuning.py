@@ -99,7 +99,8 @@ def test_trial_contract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert all("val/loss" in x and "train/loss" in x for x in r)
     assert sorted(fake.checkpoints) == [2, 4, 5]  # every checkpoint_every, and the last
     assert r[0]["meta/seed"] == 7 and r[0]["meta/spec_hash"] == "abc"
-    assert {"meta/version/" + p for p in ("metaplat", "ray", "torch", "numpy", "python")} <= set(r[0])
+    packages = ("metaplat", "ray", "torch", "numpy", "python")
+    assert {"meta/version/" + p for p in packages} <= set(r[0])
     assert r[-1]["train/w"] == pytest.approx(reference_w(spec, 5), abs=1e-6)
     payload = torch.load(fake.checkpoints[4] / "state.pt", weights_only=True)
     assert payload["iteration"] == 4 and payload["spec_hash"] == "abc"
@@ -243,3 +244,49 @@ def test_interrupted_sweep_resumes(tmp_path: Path, ship_toy: None) -> None:
     (progress,) = Path(experiment_path(spec)).glob("*/progress.csv")
     assert pd.read_csv(progress)["train/iteration"].tolist() == [1, 2, 3, 4]
     assert resumed.metrics["train/w"] == pytest.approx(reference_w(spec, 4), abs=1e-6)
+
+
+def test_worker_resources_and_pool_wiring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """num_workers > 0: placement group from worker_bundles, RayPool with the spec's sizes."""
+    import sys
+    import types
+
+    from ray import tune
+
+    from metaplat.tuning.trainable import make_pool, trial_resources
+
+    calls: dict[str, Any] = {}
+
+    def worker_bundles(n: int, cpus: float, gpus: float, driver: float) -> list[dict[str, float]]:
+        calls["bundles"] = (n, cpus, gpus, driver)
+        return [{"CPU": driver}] + [{"CPU": cpus, "GPU": gpus}] * n
+
+    class RayPool:
+        def __init__(self, num_workers: int, num_cpus: float, num_gpus: float,
+                     max_task_retries: int):
+            calls["pool"] = (num_workers, num_cpus, num_gpus, max_task_retries)
+
+    monkeypatch.setitem(sys.modules, "metaplat.workers.resources",
+                        types.SimpleNamespace(worker_bundles=worker_bundles))
+    monkeypatch.setitem(sys.modules, "metaplat.workers.ray_pool",
+                        types.SimpleNamespace(RayPool=RayPool))
+    spec = toy_spec(tmp_path, workers={"num_workers": 3, "num_cpus": 2, "num_gpus": 0.5,
+                                       "driver_cpus": 1, "max_task_retries": 1})
+    pgf = trial_resources(spec.workers)
+    assert isinstance(pgf, tune.PlacementGroupFactory)
+    assert pgf.bundles == [{"CPU": 1.0}] + [{"CPU": 2.0, "GPU": 0.5}] * 3
+    make_pool(spec.workers)
+    assert calls == {"bundles": (3, 2.0, 0.5, 1.0), "pool": (3, 2.0, 0.5, 1)}
+    local = toy_spec(tmp_path)
+    assert trial_resources(local.workers) == {"cpu": 1.0}
+    assert isinstance(make_pool(local.workers), LocalPool)
+
+
+@pytest.mark.ray
+def test_local_ray_too_small_is_an_error(tmp_path: Path, ray_session: None) -> None:
+    from metaplat.tuning.runner import check_fits_locally
+
+    check_fits_locally(toy_spec(tmp_path, workers={"num_workers": 1}))  # 2 CPUs: fits
+    with pytest.raises(SpecError, match=r"one trial needs 5 CPU, 2 GPU but this local Ray has "
+                                        r"2 CPU, 0 GPU"):
+        check_fits_locally(toy_spec(tmp_path, workers={"num_workers": 4, "num_gpus": 0.5}))

@@ -31,9 +31,12 @@
         method.config.inner_lr: {loguniform: [0.001, 0.1]}
         method.config.inner_steps: {grid: [1, 5]}
         seed: {grid: [0, 1, 2]}      # a bare list is shorthand for {grid: [...]}
-      search_alg: null               # or {name: random|optuna|hyperopt|<registered>, max_concurrent: 4, ...}
-      scheduler: {name: asha, grace_period: 5}   # or {name: pbt, perturbation_interval: 5,
-                                     #   hyperparam_mutations: {method.config.inner_lr: {loguniform: [...]}}}
+      search_alg: null               # or {name: random|optuna|hyperopt|<registered>,
+                                     #     max_concurrent: 4, <factory options>}
+      scheduler: {name: asha, grace_period: 5}
+                                     # or {name: pbt, perturbation_interval: 5,
+                                     #     hyperparam_mutations: {method.config.inner_lr:
+                                     #                            {loguniform: [0.001, 0.1]}}}
     storage_path: ~/metaplat_results # local dir, NFS path, s3://bucket/path or gs://bucket/path
 
 Parsing (:func:`metaplat.specs.loader.parse_spec`) checks keys and types of this file;
@@ -220,7 +223,7 @@ class TuneSection:
 
 
 def check_search_path(path: str) -> None:
-    """Raise ``ValueError`` unless ``path`` is ``seed``, ``method.config.X`` or ``task.config.X``."""
+    """Raise ``ValueError`` unless ``path`` is seed, method.config.X or task.config.X."""
     ok = path == "seed" or (
         path.startswith(SEARCH_ROOTS[1:]) and len(path.split(".")) >= 3 and all(path.split("."))
     )
@@ -281,7 +284,7 @@ class ExperimentSpec:
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     def replace_path(self, path: str, value: Any) -> ExperimentSpec:
-        """A copy with search path ``path`` (``seed``, ``method.config.X``, ...) set to ``value``."""
+        """A copy with search path ``path`` (seed, method.config.X, ...) set to ``value``."""
         check_search_path(path)
         if path == "seed":
             return dataclasses.replace(self, seed=check_value(value, int, "seed"))

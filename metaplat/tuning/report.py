@@ -66,7 +66,8 @@ def trials_table(
         f = d / "progress.csv"
         df = pd.read_csv(f) if f.exists() and f.stat().st_size else pd.DataFrame()
         last_it = int(df["train/iteration"].iloc[-1]) if "train/iteration" in df else 0
-        row: dict[str, Any] = {"trial": str(df["trial_id"].iloc[-1]) if "trial_id" in df else d.name}
+        trial = str(df["trial_id"].iloc[-1]) if "trial_id" in df else d.name
+        row: dict[str, Any] = {"trial": trial}
         row.update(config)
         if iterations is not None and last_it >= iterations:
             row["status"] = "done"

@@ -33,12 +33,16 @@ SPEC_FILE = "metaplat_spec.yaml"
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None = None, dashboard: bool = True) -> Iterator[None]:
-    """Ray for the duration of the block: the running one, a cluster, or an embedded one."""
+def ray_session(address: str | None = None, dashboard: bool = True) -> Iterator[bool]:
+    """Ray for the duration of the block: the running one, a cluster, or an embedded one.
+
+    Yields whether this call started an embedded local Ray (whose resources are final:
+    no autoscaler will add nodes).
+    """
     import ray
 
     if ray.is_initialized():
-        yield
+        yield False
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
@@ -47,7 +51,7 @@ def ray_session(address: str | None = None, dashboard: bool = True) -> Iterator[
         # Embedded local Ray; the dashboard listens on loopback only, never 0.0.0.0.
         ray.init(include_dashboard=dashboard, dashboard_host="127.0.0.1")
     try:
-        yield
+        yield not address
     finally:
         ray.shutdown()
 
@@ -165,7 +169,9 @@ def run_experiment(
     resolved = validate_spec(spec)
     trainable = make_trainable(spec, resolved.method_cls)
     path = experiment_path(spec)
-    with ray_session(address, dashboard=dashboard):
+    with ray_session(address, dashboard=dashboard) as embedded:
+        if embedded:
+            check_fits_locally(spec)
         if resume and tune.Tuner.can_restore(path):
             log.info("resuming %s", path)
             check_same_spec(spec, path)
@@ -181,6 +187,24 @@ def run_experiment(
             tuner = build_tuner(spec, trainable, verbose)
         write_spec(spec, path)
         return tuner.fit()
+
+
+def check_fits_locally(spec: ExperimentSpec) -> None:
+    """On a fixed-size local Ray, a trial that can never be placed is an error, not a hang."""
+    import ray
+
+    w = spec.workers
+    have = ray.cluster_resources()
+    need = {"CPU": w.driver_cpus + w.num_workers * w.num_cpus, "GPU": w.num_workers * w.num_gpus}
+    short = {k: v for k, v in need.items() if v > have.get(k, 0.0) + 1e-9}
+    if short:
+        raise SpecError(
+            "workers: one trial needs "
+            + ", ".join(f"{v:g} {k}" for k, v in short.items())
+            + " but this local Ray has "
+            + ", ".join(f"{have.get(k, 0.0):g} {k}" for k in short)
+            + "; lower workers.num_workers / num_cpus / num_gpus, or run on a cluster (--address)"
+        )
 
 
 def check_same_spec(spec: ExperimentSpec, path: str) -> None:

@@ -13,8 +13,8 @@ signature before any trial starts):
 
 ``metric`` and ``mode`` are for factories that need them to build something; the returned
 object must NOT be given them (Tune passes ``TuneConfig``'s metric and mode on, and refuses
-objects that already have their own). The spec key ``search_alg.max_concurrent`` is handled by the runner (a ``ConcurrencyLimiter``),
-not by the factory.
+objects that already have their own). The spec key ``search_alg.max_concurrent`` is handled
+by the runner (a ``ConcurrencyLimiter``), not by the factory.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ SEARCHERS: LazyRegistry[Callable[..., Any]] = LazyRegistry(
         "random": "metaplat.tuning.searchers:random_search",
         "optuna": "metaplat.tuning.searchers:optuna_search",
         "hyperopt": "metaplat.tuning.searchers:hyperopt_search",
+        # NAS-RL / NOS controller (a Tune Searcher); lives in its own module.
+        "controller": "metaplat.tuning.controller:make_searcher",
     },
 )
 

@@ -178,4 +178,5 @@ def make_trainable(spec: ExperimentSpec, method_cls: type) -> Callable[[dict[str
     trainable.__name__ = trainable.__qualname__ = "".join(
         c if c.isalnum() else "_" for c in spec.method.name.rsplit(":", 1)[-1].lower()
     )
-    return tune.with_resources(trainable, trial_resources(spec.workers))  # type: ignore[no-any-return]
+    resources = trial_resources(spec.workers)
+    return tune.with_resources(trainable, resources)  # type: ignore[no-any-return]
