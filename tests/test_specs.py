@@ -288,6 +288,12 @@ def test_pbt_mutation_paths_checked() -> None:
     }
     (msg,) = errors_of(data)
     assert "method.config: unknown key 'lrr'; did you mean 'lr'?" in msg
+    data["tune"]["scheduler"]["hyperparam_mutations"] = {"method.config.lr": [0.1, 0.2]}
+    data["tune"]["scheduler"]["perturbation_interval"] = 2
+    (msg,) = errors_of(data)
+    assert msg.startswith("train.checkpoint_every: 5 is longer than pbt's perturbation_interval 2")
+    data["train"]["checkpoint_every"] = 2
+    validate_spec(parse_spec(data))
 
 
 def test_load_spec_file_and_overrides(tmp_path: Path) -> None:

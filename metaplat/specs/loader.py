@@ -206,6 +206,15 @@ def validate_spec(spec: ExperimentSpec) -> Resolved:
             errors += check_search_values(
                 spec, method_cls, path, domain, build=family is not None and config is not None
             )
+    sched = spec.tune.scheduler
+    if sched is not None and sched.name == "pbt":
+        interval = sched.options.get("perturbation_interval", 5)
+        if isinstance(interval, int) and spec.train.checkpoint_every > interval:
+            errors.append(
+                f"train.checkpoint_every: {spec.train.checkpoint_every} is longer than pbt's "
+                f"perturbation_interval {interval}; PBT copies checkpoints between trials, so "
+                "checkpoint at least every perturbation_interval iterations"
+            )
     for key, fixed in (("search_alg", "searcher"), ("scheduler", "scheduler")):
         factory = getattr(spec.tune, key)
         if factory is not None:

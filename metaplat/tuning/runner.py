@@ -117,10 +117,14 @@ def run_config(spec: ExperimentSpec, verbose: int | None = None) -> Any:
 
     from metaplat.tuning.callbacks import FirstResultLogger
 
+    keep = spec.train.keep_checkpoints
+    if keep is not None and spec.tune.scheduler is not None and spec.tune.scheduler.name == "pbt":
+        # PBT clones other trials' checkpoints; deleting them too early breaks exploitation.
+        keep = max(keep, 4)
     return tune.RunConfig(
         name=spec.name,
         storage_path=storage_root(spec),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.train.keep_checkpoints),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=keep),
         failure_config=tune.FailureConfig(max_failures=spec.tune.max_failures),
         # CSV + JSON always (``metaplat report`` reads them); Tune adds TensorBoard itself.
         callbacks=[CSVLoggerCallback(), JsonLoggerCallback(), FirstResultLogger()],
