@@ -68,7 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             spec, resume=args.resume, address=args.address, dashboard=not args.no_dashboard
         )
     except SpecError as e:
-        print("INVALID spec:", file=sys.stderr)
+        print(f"metaplat run {args.spec}: not started:", file=sys.stderr)
         for line in e.errors:
             print(f"  {line}", file=sys.stderr)
         return 1

@@ -173,21 +173,22 @@ def run_experiment(
     resolved = validate_spec(spec)
     trainable = make_trainable(spec, resolved.method_cls)
     path = experiment_path(spec)
+    restorable = tune.Tuner.can_restore(path)
+    if restorable and not resume:  # checked before Ray starts: fail fast, mix nothing
+        raise SpecError(
+            f"{path} already holds experiment {spec.name!r}; pass --resume to continue "
+            "it, or choose another name (--name) or storage_path"
+        )
     with ray_session(address, dashboard=dashboard) as embedded:
         if embedded:
             check_fits_locally(spec)
-        if resume and tune.Tuner.can_restore(path):
+        if restorable:
             log.info("resuming %s", path)
             check_same_spec(spec, path)
             tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
         else:
             if resume:
                 log.warning("nothing to resume at %s; starting the experiment", path)
-            elif tune.Tuner.can_restore(path):
-                raise SpecError(
-                    f"{path} already holds experiment {spec.name!r}; pass --resume to continue "
-                    "it, or choose another name (--name) or storage_path"
-                )
             tuner = build_tuner(spec, trainable, verbose)
         write_spec(spec, path)
         return tuner.fit()
