@@ -327,3 +327,14 @@ def test_replace_path() -> None:
     with pytest.raises(SpecError):
         spec.replace_path("seed", 1.5)
     assert copy.deepcopy(spec) == spec
+
+
+REPO_SPECS = sorted((Path(__file__).resolve().parents[1] / "tune_specs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", REPO_SPECS or [None], ids=lambda p: p.name if p else "none")
+def test_repo_specs_validate(path: Path | None) -> None:
+    """Every spec in tune_specs/ is reviewed like code: it must validate."""
+    if path is None:
+        pytest.skip("no tune_specs/*.yaml yet")
+    validate_spec(load_spec(path))
