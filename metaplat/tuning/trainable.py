@@ -1,0 +1,182 @@
+"""The function trainable: one Tune trial = one outer loop trained for ``train.iterations``.
+
+Contract with :class:`metaplat.outer.base.OuterLoop` (what a method can rely on):
+
+1. The trial's spec is the experiment spec with the trial's sampled values filled in
+   (:func:`metaplat.tuning.space.trial_spec`). The trainable builds, in this order: the task
+   family (``task.family`` + ``task.config``), ``Method.Config(**method.config)``, the pool
+   (``LocalPool(1)`` for ``workers.num_workers == 0``, else ``RayPool(num_workers, num_cpus,
+   num_gpus, max_task_retries)`` whose actors land in the trial's placement group), then
+   ``Method(config, family, pool, seed=trial seed)``.
+2. ``state = algo.init()``, or ``algo.load_state_dict(...)`` of the trial's latest checkpoint
+   (``torch.load(..., weights_only=True)``: the state dict must hold tensors, numbers,
+   strings and nested dicts/lists only).
+3. Each iteration calls ``algo.step(state) -> (state, metrics)`` once. On the first
+   iteration of a process, every ``eval_every`` iterations and on the last, it also calls
+   ``algo.evaluate(state, "val", eval_tasks)``; the latest evaluation's metrics are repeated
+   in every report (so schedulers always see ``tune.metric``), with ``val/at_iteration``.
+4. Every iteration is reported with ``tune.report``: the step's metrics, the latest
+   evaluation, ``train/iteration`` (outer iterations done, 1-based) and provenance
+   (``meta/seed``, ``meta/spec_hash``, ``meta/version/<package>``). Every
+   ``checkpoint_every`` iterations and at the last, the report carries a checkpoint:
+   ``state.pt`` = ``{"state": algo.state_dict(state), "iteration": n, "spec_hash": ...}``.
+5. A non-finite loss (any metric whose name contains ``loss``) or a non-finite
+   ``tune.metric`` fails the trial with :class:`FloatingPointError` before it is reported;
+   Tune records the error and the sweep goes on. ``pool.close()`` always runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import platform
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metaplat.specs.loader import build_family, build_method_config
+from metaplat.specs.schema import ExperimentSpec, WorkersSection
+from metaplat.tuning.space import SPEC_HASH_KEY, trial_spec
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "state.pt"
+
+
+def make_pool(workers: WorkersSection) -> Any:
+    """``LocalPool`` for 0 workers (in-process), else the Ray actor pool."""
+    if workers.num_workers == 0:
+        from metaplat.workers.base import LocalPool
+
+        return LocalPool(1)
+    from metaplat.workers.ray_pool import RayPool  # imported late: only this branch needs Ray
+
+    return RayPool(
+        workers.num_workers,
+        num_cpus=workers.num_cpus,
+        num_gpus=workers.num_gpus,
+        max_task_retries=workers.max_task_retries,
+    )
+
+
+def trial_resources(workers: WorkersSection) -> Any:
+    """What one trial reserves: a placement group (driver bundle + one per worker) or CPUs."""
+    from ray import tune
+
+    if workers.num_workers == 0:
+        return {"cpu": workers.driver_cpus}
+    from metaplat.workers.resources import worker_bundles
+
+    return tune.PlacementGroupFactory(
+        worker_bundles(
+            workers.num_workers, workers.num_cpus, workers.num_gpus, workers.driver_cpus
+        )
+    )
+
+
+def provenance(spec: ExperimentSpec) -> dict[str, Any]:
+    """Seed, spec hash and package versions, reported with every result."""
+    import numpy
+    import ray
+
+    import metaplat
+
+    return {
+        "meta/seed": spec.seed,
+        "meta/spec_hash": spec.digest(),
+        "meta/method": spec.method.name,
+        "meta/family": spec.task.family,
+        "meta/version/metaplat": metaplat.__version__,
+        "meta/version/ray": ray.__version__,
+        "meta/version/torch": torch.__version__,
+        "meta/version/numpy": numpy.__version__,
+        "meta/version/python": platform.python_version(),
+    }
+
+
+def check_finite(metrics: dict[str, Any], watched: str, iteration: int, seed: int) -> None:
+    """Raise ``FloatingPointError`` if a loss metric or ``watched`` is NaN or infinite."""
+    for key, value in metrics.items():
+        if ("loss" in key.rsplit("/", 1)[-1] or key == watched) and isinstance(
+            value, (int, float)
+        ):
+            if not math.isfinite(value):
+                raise FloatingPointError(
+                    f"metric {key!r} is {value} at iteration {iteration} (trial seed {seed}); "
+                    "the trial stops here. Lower the learning rates or check the task config."
+                )
+
+
+def save_checkpoint(algo: Any, state: Any, iteration: int, spec_hash: str, directory: Path) -> None:
+    torch.save(
+        {"state": algo.state_dict(state), "iteration": iteration, "spec_hash": spec_hash},
+        directory / CHECKPOINT_FILE,
+    )
+
+
+def load_checkpoint(algo: Any, directory: Path) -> tuple[Any, int]:
+    """``(state, iterations done)`` from a checkpoint directory written by this module."""
+    payload = torch.load(directory / CHECKPOINT_FILE, weights_only=True)
+    return algo.load_state_dict(payload["state"]), int(payload["iteration"])
+
+
+def run_trial(config: dict[str, Any], spec: ExperimentSpec, method_cls: type) -> None:
+    """Train one trial (see the module docstring for the contract)."""
+    from ray import tune
+
+    spec = trial_spec(spec, config)
+    torch.set_num_threads(max(1, int(spec.workers.driver_cpus)))
+    family = build_family(spec.task.family, spec.task.config)
+    method_config = build_method_config(method_cls, spec.method.config, "method.config")
+    meta = provenance(spec)
+    meta["meta/spec_hash"] = config.get(SPEC_HASH_KEY, meta["meta/spec_hash"])
+    train = spec.train
+    pool = make_pool(spec.workers)
+    try:
+        algo = method_cls(method_config, family, pool, spec.seed)
+        state, start = algo.init(), 0
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            with checkpoint.as_directory() as d:
+                state, start = load_checkpoint(algo, Path(d))
+            log.info("resumed at iteration %d", start)
+        last_eval: dict[str, Any] = {}
+        for it in range(start, train.iterations):
+            state, metrics = algo.step(state)
+            n = it + 1
+            check_finite(metrics, spec.tune.metric, n, spec.seed)
+            if not last_eval or n % train.eval_every == 0 or n == train.iterations:
+                last_eval = dict(algo.evaluate(state, "val", train.eval_tasks))
+                check_finite(last_eval, spec.tune.metric, n, spec.seed)
+                last_eval["val/at_iteration"] = n
+            result = {**metrics, **last_eval, "train/iteration": n, **meta}
+            if n % train.checkpoint_every == 0 or n == train.iterations:
+                with tempfile.TemporaryDirectory() as d:
+                    save_checkpoint(algo, state, n, meta["meta/spec_hash"], Path(d))
+                    tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
+            else:
+                tune.report(result)
+    finally:
+        pool.close()
+
+
+def make_trainable(spec: ExperimentSpec, method_cls: type) -> Callable[[dict[str, Any]], None]:
+    """A Tune function trainable for ``spec``, with its resources attached.
+
+    ``method_cls`` is resolved by the caller (the driver), so a method registered only in
+    the driver process (or given as ``module:Class``) travels with the trainable.
+    """
+    from ray import tune
+
+    def trainable(config: dict[str, Any]) -> None:
+        run_trial(config, spec, method_cls)
+
+    # Tune names trials and their folders after the function.
+    trainable.__name__ = trainable.__qualname__ = "".join(
+        c if c.isalnum() else "_" for c in spec.method.name.rsplit(":", 1)[-1].lower()
+    )
+    resources = trial_resources(spec.workers)
+    return tune.with_resources(trainable, resources)  # type: ignore[no-any-return]
