@@ -1,0 +1,248 @@
+"""Meta-gradients by backpropagation through inner loops, as picklable worker jobs.
+
+A job receives the meta-parameters (CPU tensors) and a shard of task specs, builds the
+shard's episodes on its own device, runs every task's inner loop vectorised over the shard
+(per-task loop as fallback), and returns one compact :class:`ShardGrad`: the *sum* of the
+finite per-task meta-gradients plus per-task losses, on CPU. The outer loop adds shard sums
+in task order and divides by the number of finite tasks.
+
+Meta-gradient per method (``kind``):
+
+- ``second_order`` (MAML, Meta-SGD, ANIL): d query-loss(adapted(θ)) / dθ, through the inner loop.
+- ``first_order`` (FOMAML, first-order ANIL): d query-loss / d adapted params, evaluated at them.
+- ``reptile``: θ − adapted(θ) (so a descent step moves θ toward the adapted weights).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import nn
+
+from metaplat.inner.adapt import (
+    AdaptResult,
+    Forward,
+    InnerRule,
+    Params,
+    adapt,
+    loop_forward,
+    stack_params,
+    task_losses,
+    vmap_forward,
+)
+from metaplat.inner.kernels import mlp_bmm_forward
+from metaplat.nn.backbones import Conv4, mlp
+from metaplat.tasks.base import Episode, TaskSpec
+from metaplat.tasks.registry import family_of
+
+log = logging.getLogger(__name__)
+
+LR_PREFIX = "lr."
+"""Meta-SGD's learned inner learning rates travel in the payload as ``lr.<param name>``."""
+
+GradKind = Literal["second_order", "first_order", "reptile"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A learner architecture as plain data; built (and initialised) wherever it is needed."""
+
+    kind: Literal["mlp", "conv4"]
+    """``mlp`` (ReLU MLP; image inputs are flattened) or ``conv4`` (4 conv blocks + linear head)."""
+    in_shape: tuple[int, ...]
+    """Shape of one input, e.g. ``(1,)`` for sinusoids, ``(1, 28, 28)`` for glyphs."""
+    out_dim: int
+    """Outputs: regression dimension or number of classes (ways)."""
+    hidden: tuple[int, ...] = (40, 40)
+    """MLP hidden sizes."""
+    channels: int = 64
+    """Conv4 filters per block."""
+
+    def build(self) -> nn.Module:
+        if self.kind == "mlp":
+            return mlp(math.prod(self.in_shape), self.hidden, self.out_dim)
+        if len(self.in_shape) != 3:
+            raise ValueError(f"model 'conv4' needs image inputs (C, H, W); got input shape {self.in_shape}")
+        c, h, _ = self.in_shape
+        return Conv4(in_channels=c, hidden=self.channels, num_classes=self.out_dim, image_size=h)
+
+    def init_params(self, seed: int) -> Params:
+        """Fresh parameters from PyTorch's default initialisation under ``seed`` (global RNG untouched)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            module = self.build()
+        return {k: v.detach().clone() for k, v in module.named_parameters()}
+
+    @property
+    def flatten(self) -> bool:
+        return self.kind == "mlp" and len(self.in_shape) > 1
+
+    def head_names(self) -> tuple[str, ...]:
+        """The parameters ANIL adapts: ``head.*`` for Conv4, the last ``Linear`` of an MLP."""
+        names = [k for k, _ in self.build().named_parameters()]
+        if self.kind == "conv4":
+            return tuple(n for n in names if n.startswith("head."))
+        last = names[-1].split(".")[0]
+        return tuple(n for n in names if n.split(".")[0] == last)
+
+
+Kernel = Literal["auto", "vmap", "loop"]
+
+
+def make_forward(spec: ModelSpec, kernel: Kernel, device: torch.device) -> tuple[Forward, str]:
+    """The batched forward for ``spec``: ``auto`` uses a hand-batched bmm kernel for MLPs and
+    ``vmap`` otherwise; ``loop`` is the per-task fallback. Returns ``(forward, name)``."""
+    if kernel == "loop":
+        return loop_forward(spec.build().to(device), spec.flatten), "loop"
+    if kernel == "auto" and spec.kind == "mlp":
+        return mlp_bmm_forward(len(spec.hidden) + 1, spec.flatten), "bmm"
+    return vmap_forward(spec.build().to(device), spec.flatten), "vmap"
+
+
+@dataclasses.dataclass
+class ShardGrad:
+    """One shard's result. Tensors are on CPU; per-task lists are in task order."""
+
+    grad_sum: dict[str, torch.Tensor]
+    """Sum over the shard's finite tasks of their meta-gradients (payload names)."""
+    num_ok: int
+    """Tasks whose losses and gradients stayed finite."""
+    pre_loss: torch.Tensor
+    """``[n]`` query loss before adaptation."""
+    post_loss: torch.Tensor
+    """``[n]`` query loss after adaptation (Reptile: loss on its training data)."""
+    ok: torch.Tensor
+    """``[n]`` bool, finite tasks."""
+    kernel: str
+    """Which forward ran (``bmm``, ``vmap`` or ``loop``); a fallback is logged on the worker."""
+
+
+def build_episode(specs: Sequence[TaskSpec], device: torch.device) -> Episode:
+    """The stacked episode of ``specs`` (all from one family) on ``device``."""
+    return family_of(specs[0]).build_batch(specs, device)  # type: ignore[attr-defined, no-any-return]
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaGradJob:
+    """Worker job: summed meta-gradient of a shard of tasks (see the module docstring)."""
+
+    model: ModelSpec
+    rule: InnerRule
+    kind: GradKind
+    kernel: Kernel = "auto"
+    """``auto``/``vmap``: vectorised over the shard; ``loop``: one task at a time."""
+    reptile_use_query: bool = True
+    """Reptile trains on support and query points together (the paper's transductive setting)."""
+
+    def __call__(self, payload: dict[str, torch.Tensor], specs: Sequence[TaskSpec], device: torch.device) -> ShardGrad:
+        ep = build_episode(specs, device)
+        payload = {k: v.to(device) for k, v in payload.items()}
+        forward, name = make_forward(self.model, self.kernel, device)
+        try:
+            return self.compute(payload, ep, forward, name)
+        except RuntimeError as e:  # vmap cannot batch some op: redo the shard task by task
+            if name == "loop":
+                raise
+            log.warning("vectorised meta-gradient failed (%s); falling back to a per-task loop", e)
+            forward, name = make_forward(self.model, "loop", device)
+            return self.compute(payload, ep, forward, name)
+
+    def compute(self, payload: dict[str, torch.Tensor], ep: Episode, forward: Forward, kernel: str) -> ShardGrad:
+        """The shard's meta-gradient for an already-built episode (used directly by benchmarks)."""
+        t = ep.support_x.shape[0]
+        leaves = stack_params(payload, t)
+        params = {k: v for k, v in leaves.items() if not k.startswith(LR_PREFIX)}
+        lrs = {k[len(LR_PREFIX) :]: v for k, v in leaves.items() if k.startswith(LR_PREFIX)} or None
+        with torch.no_grad():
+            pre = task_losses(forward(params, ep.query_x), ep.query_y)
+        if self.kind == "reptile":
+            x, y = ep.support_x, ep.support_y
+            if self.reptile_use_query:
+                x, y = torch.cat([x, ep.query_x], 1), torch.cat([y, ep.query_y], 1)
+            res = adapt(params, x, y, forward, self.rule)
+            with torch.no_grad():
+                post = task_losses(forward(res.params, x), y)
+                grads = {k: params[k].detach() - res.params[k].detach() for k in params}
+        else:
+            res = adapt(params, ep.support_x, ep.support_y, forward, self.rule, lrs=lrs,
+                        create_graph=self.kind == "second_order")
+            post = task_losses(forward(res.params, ep.query_x), ep.query_y)
+            grads = self._query_grads(post, res, leaves, lrs)
+            post = post.detach()
+        return self._reduce(grads, res.ok & torch.isfinite(pre) & torch.isfinite(post), pre, post, kernel)
+
+    def _query_grads(self, post: torch.Tensor, res: AdaptResult, leaves: Params, lrs: Params | None) -> Params:
+        if self.kind == "second_order":
+            keys = list(leaves)
+            gs = torch.autograd.grad(post.sum(), [leaves[k] for k in keys], allow_unused=True)
+            return {k: torch.zeros_like(leaves[k]) if g is None else g for k, g in zip(keys, gs, strict=True)}
+        # first order: gradient at the adapted parameters (unadapted names: at the initial ones)
+        keys = list(res.params)
+        gs = torch.autograd.grad(post.sum(), [res.params[k] for k in keys], allow_unused=True)
+        return {k: torch.zeros_like(res.params[k]) if g is None else g for k, g in zip(keys, gs, strict=True)}
+
+    @staticmethod
+    def _reduce(grads: Params, ok: torch.Tensor, pre: torch.Tensor, post: torch.Tensor, kernel: str) -> ShardGrad:
+        for g in grads.values():
+            ok = ok & torch.isfinite(g.reshape(g.shape[0], -1)).all(1)
+        mask = ok.reshape(-1)
+        grad_sum = {}
+        for k, g in grads.items():
+            m = mask.reshape(-1, *([1] * (g.dim() - 1)))
+            # torch.where, not multiplication: 0 * nan is nan
+            grad_sum[k] = torch.where(m, g, torch.zeros((), dtype=g.dtype, device=g.device)).sum(0).detach().cpu()
+        return ShardGrad(
+            grad_sum=grad_sum,
+            num_ok=int(mask.sum()),
+            pre_loss=pre.detach().cpu(),
+            post_loss=post.detach().cpu(),
+            ok=mask.cpu(),
+            kernel=kernel,
+        )
+
+
+@dataclasses.dataclass
+class ShardEval:
+    """Per-task query curves of one evaluation shard (CPU)."""
+
+    losses: torch.Tensor
+    """``[n, steps + 1]`` query loss before and after each inner step."""
+    accs: torch.Tensor | None
+    """``[n, steps + 1]`` query accuracy (classification) or ``None``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalJob:
+    """Worker job: adapt on support with ``rule`` and record query loss/accuracy per step."""
+
+    model: ModelSpec
+    rule: InnerRule
+    kernel: Kernel = "auto"
+
+    def __call__(self, payload: dict[str, torch.Tensor], specs: Sequence[TaskSpec], device: torch.device) -> ShardEval:
+        ep = build_episode(specs, device)
+        payload = {k: v.to(device) for k, v in payload.items()}
+        forward, name = make_forward(self.model, self.kernel, device)
+        try:
+            res = self._run(payload, ep, forward)
+        except RuntimeError as e:
+            if name == "loop":
+                raise
+            log.warning("vectorised evaluation failed (%s); falling back to a per-task loop", e)
+            res = self._run(payload, ep, make_forward(self.model, "loop", device)[0])
+        assert res.query_losses is not None
+        accs = None if res.query_accs is None else res.query_accs.cpu()
+        return ShardEval(losses=res.query_losses.cpu(), accs=accs)
+
+    def _run(self, payload: dict[str, torch.Tensor], ep: Episode, forward: Forward) -> AdaptResult:
+        leaves = stack_params(payload, ep.support_x.shape[0])
+        params = {k: v for k, v in leaves.items() if not k.startswith(LR_PREFIX)}
+        lrs = {k[len(LR_PREFIX) :]: v.detach() for k, v in leaves.items() if k.startswith(LR_PREFIX)} or None
+        return adapt(params, ep.support_x, ep.support_y, forward, self.rule, lrs=lrs,
+                     query=(ep.query_x, ep.query_y))
+

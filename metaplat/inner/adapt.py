@@ -1,0 +1,192 @@
+"""Inner loops of the MAML family as pure functions over stacked per-task parameters.
+
+Every function here works on a *batch of tasks at once*: parameters are a dict of stacked
+tensors ``[T, *shape]`` (task ``t`` owns slice ``t``), inputs are ``[T, N, *x]``, targets
+``[T, N, *y]``. A ``Forward`` maps ``(params, x) -> outputs [T, N, *out]``; it is either
+``vmap(functional_call(module, ...))`` (any model) or a hand-batched kernel (see
+:mod:`metaplat.inner.kernels`), or a per-task loop (the fallback). Derivatives are taken
+with ``torch.autograd.grad`` on the sum of per-task losses: tasks never mix, so the
+gradient of the sum with respect to slice ``t`` is task ``t``'s own gradient, and with
+``create_graph=True`` the whole inner loop stays differentiable (second-order MAML).
+
+Nothing here mutates its inputs; a new dict comes back after every step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vmap
+
+from metaplat.optim.functional import adam_init, adam_update
+
+Params = dict[str, torch.Tensor]
+Forward = Callable[[Mapping[str, torch.Tensor], torch.Tensor], torch.Tensor]
+InnerOptimizer = Literal["sgd", "adam"]
+
+
+# -- losses -------------------------------------------------------------------------------
+def task_losses(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-task loss ``[T]``: MSE for float targets, cross-entropy for int64 class targets.
+
+    ``out: [T, N, *y]`` (regression) or ``[T, N, C]`` logits; ``y: [T, N, *y]`` or ``[T, N]``.
+    """
+    t = out.shape[0]
+    if y.is_floating_point():
+        return (out - y).pow(2).reshape(t, -1).mean(1)
+    ce = F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), reduction="none")
+    return ce.reshape(t, -1).mean(1)
+
+
+def task_accuracies(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-task accuracy ``[T]`` of logits ``out: [T, N, C]`` against int targets ``y: [T, N]``."""
+    return (out.argmax(-1) == y).float().reshape(out.shape[0], -1).mean(1)
+
+
+# -- forwards -----------------------------------------------------------------------------
+def vmap_forward(module: nn.Module, flatten: bool = False) -> Forward:
+    """``vmap`` over tasks of ``functional_call(module, params_t, x_t)``."""
+
+    def one(p: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return functional_call(module, dict(p), (x.flatten(1) if flatten else x,))
+
+    batched = vmap(one, in_dims=(0, 0))
+    return lambda p, x: batched(dict(p), x)
+
+
+def loop_forward(module: nn.Module, flatten: bool = False) -> Forward:
+    """The per-task fallback: call the module once per task and stack the outputs."""
+
+    def fwd(p: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for t in range(x.shape[0]):
+            xt = x[t].flatten(1) if flatten else x[t]
+            outs.append(functional_call(module, {k: v[t] for k, v in p.items()}, (xt,)))
+        return torch.stack(outs)
+
+    return fwd
+
+
+# -- the inner loop -----------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class InnerRule:
+    """How one task adapts: which parameters, how many steps, which update."""
+
+    steps: int
+    """Number of inner gradient steps."""
+    lr: float
+    """Inner learning rate (ignored for names that have a learned per-parameter rate)."""
+    names: tuple[str, ...] | None = None
+    """Names of the adapted parameters (``None``: all of them); ANIL adapts only the head."""
+    optimizer: InnerOptimizer = "sgd"
+    """``sgd`` (MAML) or ``adam`` (Reptile's inner optimizer)."""
+    grad_clip: float | None = None
+    """Clip each task's inner gradient to this global L2 norm (over the adapted names)."""
+
+
+@dataclasses.dataclass
+class AdaptResult:
+    """Adapted parameters ``[T, ...]`` plus per-task diagnostics."""
+
+    params: Params
+    ok: torch.Tensor
+    """``[T]`` bool: every inner loss and gradient of the task stayed finite."""
+    query_losses: torch.Tensor | None = None
+    """``[T, steps + 1]`` query loss before and after each step (only when recorded)."""
+    query_accs: torch.Tensor | None = None
+    """``[T, steps + 1]`` query accuracy (classification, only when recorded)."""
+
+
+def clip_per_task(grads: Sequence[torch.Tensor], max_norm: float) -> list[torch.Tensor]:
+    """Scale each task's gradients (slice ``t`` of every tensor) to global L2 norm ``<= max_norm``."""
+    sq = sum(g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads)
+    norm = torch.as_tensor(sq).sqrt()
+    scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+    return [g * scale.reshape(-1, *([1] * (g.dim() - 1))) for g in grads]
+
+
+def adapt(
+    params: Mapping[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    forward: Forward,
+    rule: InnerRule,
+    *,
+    lrs: Mapping[str, torch.Tensor] | None = None,
+    create_graph: bool = False,
+    query: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> AdaptResult:
+    """Run ``rule.steps`` inner steps on support ``(x, y)`` for all ``T`` tasks at once.
+
+    Args:
+        params: stacked parameters ``[T, *shape]``. Adapted names must require grad.
+        lrs: optional learned per-parameter learning rates ``[T, *shape]`` (Meta-SGD); they
+            replace ``rule.lr`` for their names (SGD only).
+        create_graph: keep the graph of every step (second-order MAML). Otherwise each
+            step's result is detached and re-marked as requiring grad (first order).
+        query: ``(query_x, query_y)`` to record the query loss (and accuracy) after every step.
+    """
+    names = tuple(params) if rule.names is None else rule.names
+    p = dict(params)
+    t = x.shape[0]
+    ok = torch.ones(t, dtype=torch.bool, device=x.device)
+    opt = adam_init({n: p[n] for n in names}) if rule.optimizer == "adam" else None
+    qls: list[torch.Tensor] = []
+    qas: list[torch.Tensor] = []
+
+    def record() -> None:
+        if query is None:
+            return
+        with torch.no_grad():
+            out = forward(p, query[0])
+            qls.append(task_losses(out, query[1]))
+            if not query[1].is_floating_point():
+                qas.append(task_accuracies(out, query[1]))
+
+    with torch.enable_grad():
+        record()
+        for _ in range(rule.steps):
+            losses = task_losses(forward(p, x), y)
+            grads = list(torch.autograd.grad(losses.sum(), [p[n] for n in names], create_graph=create_graph))
+            finite = torch.isfinite(losses)
+            for g in grads:
+                finite = finite & torch.isfinite(g.reshape(t, -1)).all(1)
+            ok = ok & finite
+            if rule.grad_clip is not None:
+                grads = clip_per_task(grads, rule.grad_clip)
+            gd = dict(zip(names, grads, strict=True))
+            if opt is not None:
+                p, opt = adam_update(p, gd, opt, rule.lr)
+            else:
+                p = {
+                    k: (v - (lrs[k] if lrs is not None and k in lrs else rule.lr) * gd[k]) if k in gd else v
+                    for k, v in p.items()
+                }
+            if not create_graph:
+                p = {k: (v.detach().requires_grad_() if k in gd else v) for k, v in p.items()}
+                if opt is not None:
+                    opt = dataclasses.replace(
+                        opt,
+                        m={k: v.detach() for k, v in opt.m.items()},
+                        v={k: v.detach() for k, v in opt.v.items()},
+                    )
+            record()
+    return AdaptResult(
+        params=p,
+        ok=ok,
+        query_losses=torch.stack(qls, 1) if qls else None,
+        query_accs=torch.stack(qas, 1) if qas else None,
+    )
+
+
+def stack_params(params: Mapping[str, torch.Tensor], num_tasks: int, requires_grad: bool = True) -> Params:
+    """Copy meta-parameters into per-task leaves ``[T, *shape]`` (gradients then come per task)."""
+    return {
+        k: v.detach().unsqueeze(0).repeat(num_tasks, *([1] * v.dim())).requires_grad_(requires_grad)
+        for k, v in params.items()
+    }
