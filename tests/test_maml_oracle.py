@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from metaplat.estimators.backprop import LR_PREFIX, MetaGradJob, ModelSpec, build_episode, make_forward
+from metaplat.estimators.backprop import LR_PREFIX, MetaGradJob, ModelSpec, build_episode, make_kernels
 from metaplat.inner.adapt import InnerRule, adapt, stack_params
 from metaplat.outer.maml import MAML, MAMLConfig
 from metaplat.tasks.base import Episode
@@ -17,7 +17,8 @@ from metaplat.workers.base import LocalPool
 
 SINE = ModelSpec(kind="mlp", in_shape=(1,), out_dim=1, hidden=(16, 16))
 CONV = ModelSpec(kind="conv4", in_shape=(1, 28, 28), out_dim=5, channels=4)
-KERNELS = ("auto", "vmap", "loop")
+KERNELS = ("bmm", "vmap", "loop")
+CPU = torch.device("cpu")
 
 
 def double(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -26,7 +27,7 @@ def double(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def sine_episode(num_tasks: int = 4) -> Episode:
     fam = make_family("sinusoid", {"num_support": 5, "num_query": 7})
-    ep = build_episode(fam.sample(torch_rng(0), "train", num_tasks), torch.device("cpu"))
+    ep = build_episode(fam.sample(torch_rng(0), "train", num_tasks), CPU)
     return Episode(*(t.double() for t in (ep.support_x, ep.support_y, ep.query_x, ep.query_y)))
 
 
@@ -96,8 +97,8 @@ def test_second_order_maml_equals_autograd_reference(steps: int, kernel: str) ->
     ep = sine_episode()
     params = double(SINE.init_params(0))
     job = MetaGradJob(SINE, InnerRule(steps=steps, lr=0.05), "second_order", kernel)  # type: ignore[arg-type]
-    fwd, _ = make_forward(SINE, kernel, torch.device("cpu"))  # type: ignore[arg-type]
-    res = job.compute(params, ep, fwd, kernel)
+    kernels = make_kernels(SINE, kernel, CPU)  # type: ignore[arg-type]
+    res = job.compute(params, ep, kernels)
     ref, _ = reference_maml(SINE, params, ep, 0.05, steps, second_order=True)
     assert res.num_ok == 4
     assert_dicts_close(res.grad_sum, ref)
@@ -111,8 +112,21 @@ def test_fomaml_equals_gradient_at_adapted_params(kernel: str) -> None:
     ep = sine_episode()
     params = double(SINE.init_params(1))
     job = MetaGradJob(SINE, InnerRule(steps=2, lr=0.05), "first_order", kernel)  # type: ignore[arg-type]
-    res = job.compute(params, ep, make_forward(SINE, kernel, torch.device("cpu"))[0], kernel)  # type: ignore[arg-type]
+    res = job.compute(params, ep, make_kernels(SINE, kernel, CPU))  # type: ignore[arg-type]
     ref, _ = reference_maml(SINE, params, ep, 0.05, 2, second_order=False)
+    assert_dicts_close(res.grad_sum, ref)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_classification_maml_mlp_equals_reference(kernel: str) -> None:
+    """Cross-entropy on int labels through the MLP kernels (images flattened)."""
+    spec = ModelSpec(kind="mlp", in_shape=(1, 28, 28), out_dim=5, hidden=(8,))
+    ep = image_episode(num_tasks=3, shots=2)
+    params = double(spec.init_params(0))
+    job = MetaGradJob(spec, InnerRule(steps=2, lr=0.4), "second_order", kernel)  # type: ignore[arg-type]
+    res = job.compute(params, ep, make_kernels(spec, kernel, CPU))  # type: ignore[arg-type]
+    flat = Episode(ep.support_x.flatten(2), ep.support_y, ep.query_x.flatten(2), ep.query_y)
+    ref, _ = reference_maml(spec, params, flat, 0.4, 2, second_order=True)
     assert_dicts_close(res.grad_sum, ref)
 
 
@@ -122,7 +136,7 @@ def test_classification_maml_conv4_equals_reference(kernel: str) -> None:
     ep = image_episode()
     params = double(CONV.init_params(0))
     job = MetaGradJob(CONV, InnerRule(steps=2, lr=0.4), "second_order", kernel)  # type: ignore[arg-type]
-    res = job.compute(params, ep, make_forward(CONV, kernel, torch.device("cpu"))[0], kernel)  # type: ignore[arg-type]
+    res = job.compute(params, ep, make_kernels(CONV, kernel, CPU))  # type: ignore[arg-type]
     ref, _ = reference_maml(CONV, params, ep, 0.4, 2, second_order=True)
     assert_dicts_close(res.grad_sum, ref, atol=1e-8, rtol=1e-6)
 
@@ -132,7 +146,7 @@ def test_reptile_meta_gradient_is_initial_minus_adapted() -> None:
     params = double(SINE.init_params(2))
     rule = InnerRule(steps=4, lr=0.02)
     job = MetaGradJob(SINE, rule, "reptile", "auto")
-    res = job.compute(params, ep, make_forward(SINE, "auto", torch.device("cpu"))[0], "bmm")
+    res = job.compute(params, ep, make_kernels(SINE, "auto", CPU))
     module = SINE.build().double()
     expected = {k: torch.zeros_like(v) for k, v in params.items()}
     for t in range(3):
@@ -152,14 +166,15 @@ def test_anil_adapts_only_the_head() -> None:
     params = double(SINE.init_params(0))
     head = SINE.head_names()
     assert head == ("4.weight", "4.bias")
-    fwd, _ = make_forward(SINE, "auto", torch.device("cpu"))
-    res = adapt(stack_params(params, 2), ep.support_x, ep.support_y, fwd, InnerRule(steps=3, lr=0.1, names=head))
+    kernels = make_kernels(SINE, "vmap", CPU)
+    res = adapt(stack_params(params, 2), ep.support_x, ep.support_y, kernels.forward,
+                InnerRule(steps=3, lr=0.1, names=head))
     for k, v in res.params.items():
         same = torch.equal(v.detach(), params[k].expand_as(v))
         assert same == (k not in head), k
     # second-order ANIL's meta-gradient matches the reference that adapts only the head
-    job = MetaGradJob(SINE, InnerRule(steps=2, lr=0.1, names=head), "second_order", "auto")
-    out = job.compute(params, ep, fwd, "bmm")
+    job = MetaGradJob(SINE, InnerRule(steps=2, lr=0.1, names=head), "second_order", "bmm")
+    out = job.compute(params, ep, make_kernels(SINE, "bmm", CPU))
     ref, _ = reference_maml(SINE, params, ep, 0.1, 2, second_order=True, names=head)
     assert_dicts_close(out.grad_sum, ref)
     assert CONV.head_names() == ("head.weight", "head.bias")
@@ -171,7 +186,7 @@ def test_metasgd_with_fixed_rates_equals_maml_and_rate_gradient_matches() -> Non
     lrs = {k: torch.full_like(v, 0.05) for k, v in params.items()}
     payload = params | {LR_PREFIX + k: v for k, v in lrs.items()}
     job = MetaGradJob(SINE, InnerRule(steps=2, lr=999.0), "second_order", "auto")  # rule.lr unused
-    res = job.compute(payload, ep, make_forward(SINE, "auto", torch.device("cpu"))[0], "bmm")
+    res = job.compute(payload, ep, make_kernels(SINE, "auto", CPU))
     maml, _ = reference_maml(SINE, params, ep, 0.05, 2, second_order=True)
     assert_dicts_close({k: v for k, v in res.grad_sum.items() if not k.startswith(LR_PREFIX)}, maml)
     _, ref_lr = reference_maml(SINE, params, ep, 0.05, 2, second_order=True, lrs=lrs)
@@ -183,7 +198,7 @@ def test_nan_guard_drops_a_poisoned_task() -> None:
     ep.support_y[1, 0, 0] = math.nan
     params = double(SINE.init_params(0))
     job = MetaGradJob(SINE, InnerRule(steps=1, lr=0.05), "second_order", "auto")
-    res = job.compute(params, ep, make_forward(SINE, "auto", torch.device("cpu"))[0], "bmm")
+    res = job.compute(params, ep, make_kernels(SINE, "auto", CPU))
     assert res.num_ok == 3 and res.ok.tolist() == [True, False, True, True]
     keep = Episode(*(t[[0, 2, 3]] for t in (ep.support_x, ep.support_y, ep.query_x, ep.query_y)))
     ref, _ = reference_maml(SINE, params, keep, 0.05, 1, second_order=True)
@@ -193,9 +208,10 @@ def test_nan_guard_drops_a_poisoned_task() -> None:
 def test_inner_grad_clip_bounds_each_task_step() -> None:
     ep = sine_episode(3)
     params = double(SINE.init_params(0))
-    fwd, _ = make_forward(SINE, "auto", torch.device("cpu"))
+    kernels = make_kernels(SINE, "bmm", CPU)
     stacked = stack_params(params, 3)
-    res = adapt(stacked, ep.support_x, ep.support_y, fwd, InnerRule(steps=1, lr=1.0, grad_clip=0.01))
+    res = adapt(stacked, ep.support_x, ep.support_y, kernels.forward, InnerRule(steps=1, lr=1.0, grad_clip=0.01),
+                value_and_grad=kernels.value_and_grad)
     for t in range(3):
         sq = sum((stacked[k][t] - res.params[k][t]).pow(2).sum() for k in params)
         step_norm = float(torch.as_tensor(sq).detach().sqrt())

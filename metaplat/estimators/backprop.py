@@ -29,13 +29,14 @@ from metaplat.inner.adapt import (
     Forward,
     InnerRule,
     Params,
+    ValueAndGrad,
     adapt,
     loop_forward,
     stack_params,
     task_losses,
     vmap_forward,
 )
-from metaplat.inner.kernels import mlp_bmm_forward
+from metaplat.inner.kernels import mlp_bmm_forward, mlp_value_and_grad
 from metaplat.nn.backbones import Conv4, mlp
 from metaplat.tasks.base import Episode, TaskSpec
 from metaplat.tasks.registry import family_of
@@ -91,17 +92,32 @@ class ModelSpec:
         return tuple(n for n in names if n.split(".")[0] == last)
 
 
-Kernel = Literal["auto", "vmap", "loop"]
+Kernel = Literal["auto", "bmm", "vmap", "loop"]
 
 
-def make_forward(spec: ModelSpec, kernel: Kernel, device: torch.device) -> tuple[Forward, str]:
-    """The batched forward for ``spec``: ``auto`` uses a hand-batched bmm kernel for MLPs and
-    ``vmap`` otherwise; ``loop`` is the per-task fallback. Returns ``(forward, name)``."""
+@dataclasses.dataclass(frozen=True)
+class Kernels:
+    """How a shard's tasks are computed: a batched forward, optionally a hand-written
+    loss-and-gradient for the inner loop, and the name that metrics/logs report."""
+
+    forward: Forward
+    value_and_grad: ValueAndGrad | None
+    name: str
+
+
+def make_kernels(spec: ModelSpec, kernel: Kernel, device: torch.device) -> Kernels:
+    """``auto``: ``bmm`` for MLPs (hand-batched forward and inner gradient), ``vmap`` for
+    everything else; ``vmap``: ``vmap(functional_call)`` + autograd; ``loop``: the per-task fallback."""
+    if kernel == "auto":
+        kernel = "bmm" if spec.kind == "mlp" else "vmap"
+    if kernel == "bmm":
+        if spec.kind != "mlp":
+            raise ValueError(f"kernel 'bmm' needs model 'mlp', got {spec.kind!r}")
+        n = len(spec.hidden) + 1
+        return Kernels(mlp_bmm_forward(n, spec.flatten), mlp_value_and_grad(n, spec.flatten), "bmm")
     if kernel == "loop":
-        return loop_forward(spec.build().to(device), spec.flatten), "loop"
-    if kernel == "auto" and spec.kind == "mlp":
-        return mlp_bmm_forward(len(spec.hidden) + 1, spec.flatten), "bmm"
-    return vmap_forward(spec.build().to(device), spec.flatten), "vmap"
+        return Kernels(loop_forward(spec.build().to(device), spec.flatten), None, "loop")
+    return Kernels(vmap_forward(spec.build().to(device), spec.flatten), None, "vmap")
 
 
 @dataclasses.dataclass
@@ -142,18 +158,19 @@ class MetaGradJob:
     def __call__(self, payload: dict[str, torch.Tensor], specs: Sequence[TaskSpec], device: torch.device) -> ShardGrad:
         ep = build_episode(specs, device)
         payload = {k: v.to(device) for k, v in payload.items()}
-        forward, name = make_forward(self.model, self.kernel, device)
+        kernels = make_kernels(self.model, self.kernel, device)
         try:
-            return self.compute(payload, ep, forward, name)
+            return self.compute(payload, ep, kernels)
         except RuntimeError as e:  # vmap cannot batch some op: redo the shard task by task
-            if name == "loop":
+            if kernels.name == "loop":
                 raise
-            log.warning("vectorised meta-gradient failed (%s); falling back to a per-task loop", e)
-            forward, name = make_forward(self.model, "loop", device)
-            return self.compute(payload, ep, forward, name)
+            log.warning("vectorised (%s) meta-gradient failed (%s); falling back to a per-task loop",
+                        kernels.name, e)
+            return self.compute(payload, ep, make_kernels(self.model, "loop", device))
 
-    def compute(self, payload: dict[str, torch.Tensor], ep: Episode, forward: Forward, kernel: str) -> ShardGrad:
+    def compute(self, payload: dict[str, torch.Tensor], ep: Episode, kernels: Kernels) -> ShardGrad:
         """The shard's meta-gradient for an already-built episode (used directly by benchmarks)."""
+        forward, vg = kernels.forward, kernels.value_and_grad
         t = ep.support_x.shape[0]
         leaves = stack_params(payload, t)
         params = {k: v for k, v in leaves.items() if not k.startswith(LR_PREFIX)}
@@ -164,17 +181,17 @@ class MetaGradJob:
             x, y = ep.support_x, ep.support_y
             if self.reptile_use_query:
                 x, y = torch.cat([x, ep.query_x], 1), torch.cat([y, ep.query_y], 1)
-            res = adapt(params, x, y, forward, self.rule)
+            res = adapt(params, x, y, forward, self.rule, value_and_grad=vg)
             with torch.no_grad():
                 post = task_losses(forward(res.params, x), y)
                 grads = {k: params[k].detach() - res.params[k].detach() for k in params}
         else:
             res = adapt(params, ep.support_x, ep.support_y, forward, self.rule, lrs=lrs,
-                        create_graph=self.kind == "second_order")
+                        create_graph=self.kind == "second_order", value_and_grad=vg)
             post = task_losses(forward(res.params, ep.query_x), ep.query_y)
             grads = self._query_grads(post, res, leaves, lrs)
             post = post.detach()
-        return self._reduce(grads, res.ok & torch.isfinite(pre) & torch.isfinite(post), pre, post, kernel)
+        return self._reduce(grads, res.ok & torch.isfinite(pre) & torch.isfinite(post), pre, post, kernels.name)
 
     def _query_grads(self, post: torch.Tensor, res: AdaptResult, leaves: Params, lrs: Params | None) -> Params:
         if self.kind == "second_order":
@@ -188,16 +205,15 @@ class MetaGradJob:
 
     @staticmethod
     def _reduce(grads: Params, ok: torch.Tensor, pre: torch.Tensor, post: torch.Tensor, kernel: str) -> ShardGrad:
-        for g in grads.values():
-            ok = ok & torch.isfinite(g.reshape(g.shape[0], -1)).all(1)
-        mask = ok.reshape(-1)
-        grad_sum = {}
-        for k, g in grads.items():
-            m = mask.reshape(-1, *([1] * (g.dim() - 1)))
-            # torch.where, not multiplication: 0 * nan is nan
-            grad_sum[k] = torch.where(m, g, torch.zeros((), dtype=g.dtype, device=g.device)).sum(0).detach().cpu()
+        keys = list(grads)
+        t = ok.shape[0]
+        flat = torch.cat([grads[k].detach().reshape(t, -1) for k in keys], 1)  # [T, num_params]
+        mask = ok & torch.isfinite(flat).all(1)
+        # torch.where, not multiplication: 0 * nan is nan
+        total = torch.where(mask.unsqueeze(1), flat, torch.zeros((), dtype=flat.dtype, device=flat.device)).sum(0)
+        parts = total.cpu().split([grads[k][0].numel() for k in keys])
         return ShardGrad(
-            grad_sum=grad_sum,
+            grad_sum={k: v.reshape(grads[k].shape[1:]) for k, v in zip(keys, parts, strict=True)},
             num_ok=int(mask.sum()),
             pre_loss=pre.detach().cpu(),
             post_loss=post.detach().cpu(),
@@ -227,22 +243,23 @@ class EvalJob:
     def __call__(self, payload: dict[str, torch.Tensor], specs: Sequence[TaskSpec], device: torch.device) -> ShardEval:
         ep = build_episode(specs, device)
         payload = {k: v.to(device) for k, v in payload.items()}
-        forward, name = make_forward(self.model, self.kernel, device)
+        kernels = make_kernels(self.model, self.kernel, device)
         try:
-            res = self._run(payload, ep, forward)
+            res = self._run(payload, ep, kernels)
         except RuntimeError as e:
-            if name == "loop":
+            if kernels.name == "loop":
                 raise
-            log.warning("vectorised evaluation failed (%s); falling back to a per-task loop", e)
-            res = self._run(payload, ep, make_forward(self.model, "loop", device)[0])
+            log.warning("vectorised (%s) evaluation failed (%s); falling back to a per-task loop",
+                        kernels.name, e)
+            res = self._run(payload, ep, make_kernels(self.model, "loop", device))
         assert res.query_losses is not None
         accs = None if res.query_accs is None else res.query_accs.cpu()
         return ShardEval(losses=res.query_losses.cpu(), accs=accs)
 
-    def _run(self, payload: dict[str, torch.Tensor], ep: Episode, forward: Forward) -> AdaptResult:
+    def _run(self, payload: dict[str, torch.Tensor], ep: Episode, kernels: Kernels) -> AdaptResult:
         leaves = stack_params(payload, ep.support_x.shape[0])
         params = {k: v for k, v in leaves.items() if not k.startswith(LR_PREFIX)}
         lrs = {k[len(LR_PREFIX) :]: v.detach() for k, v in leaves.items() if k.startswith(LR_PREFIX)} or None
-        return adapt(params, ep.support_x, ep.support_y, forward, self.rule, lrs=lrs,
-                     query=(ep.query_x, ep.query_y))
+        return adapt(params, ep.support_x, ep.support_y, kernels.forward, self.rule, lrs=lrs,
+                     query=(ep.query_x, ep.query_y), value_and_grad=kernels.value_and_grad)
 

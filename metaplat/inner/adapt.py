@@ -27,6 +27,12 @@ from metaplat.optim.functional import adam_init, adam_update
 
 Params = dict[str, torch.Tensor]
 Forward = Callable[[Mapping[str, torch.Tensor], torch.Tensor], torch.Tensor]
+ValueAndGrad = Callable[
+    [Mapping[str, torch.Tensor], torch.Tensor, torch.Tensor, Sequence[str]],
+    tuple[torch.Tensor, dict[str, torch.Tensor]],
+]
+"""``(params, x, y, names) -> (per-task losses [T], {name: gradient [T, ...]})`` written with
+ordinary ops (so it is differentiable without a double backward); see :mod:`metaplat.inner.kernels`."""
 InnerOptimizer = Literal["sgd", "adam"]
 
 
@@ -85,6 +91,8 @@ class InnerRule:
     """Names of the adapted parameters (``None``: all of them); ANIL adapts only the head."""
     optimizer: InnerOptimizer = "sgd"
     """``sgd`` (MAML) or ``adam`` (Reptile's inner optimizer)."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """Adam's betas (``optimizer="adam"`` only)."""
     grad_clip: float | None = None
     """Clip each task's inner gradient to this global L2 norm (over the adapted names)."""
 
@@ -110,6 +118,12 @@ def clip_per_task(grads: Sequence[torch.Tensor], max_norm: float) -> list[torch.
     return [g * scale.reshape(-1, *([1] * (g.dim() - 1))) for g in grads]
 
 
+def all_finite_per_task(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``[T]`` bool: every entry of slice ``t`` of every tensor is finite (one fused check)."""
+    flat = torch.cat([v.detach().reshape(v.shape[0], -1) for v in tensors], 1)
+    return torch.isfinite(flat).all(1)
+
+
 def adapt(
     params: Mapping[str, torch.Tensor],
     x: torch.Tensor,
@@ -120,6 +134,7 @@ def adapt(
     lrs: Mapping[str, torch.Tensor] | None = None,
     create_graph: bool = False,
     query: tuple[torch.Tensor, torch.Tensor] | None = None,
+    value_and_grad: ValueAndGrad | None = None,
 ) -> AdaptResult:
     """Run ``rule.steps`` inner steps on support ``(x, y)`` for all ``T`` tasks at once.
 
@@ -130,6 +145,8 @@ def adapt(
         create_graph: keep the graph of every step (second-order MAML). Otherwise each
             step's result is detached and re-marked as requiring grad (first order).
         query: ``(query_x, query_y)`` to record the query loss (and accuracy) after every step.
+        value_and_grad: a hand-written loss-and-gradient kernel used instead of
+            ``autograd.grad`` (same math, cheaper second order).
     """
     names = tuple(params) if rule.names is None else rule.names
     p = dict(params)
@@ -138,6 +155,7 @@ def adapt(
     opt = adam_init({n: p[n] for n in names}) if rule.optimizer == "adam" else None
     qls: list[torch.Tensor] = []
     qas: list[torch.Tensor] = []
+    step_losses: list[torch.Tensor] = []
 
     def record() -> None:
         if query is None:
@@ -151,17 +169,19 @@ def adapt(
     with torch.enable_grad():
         record()
         for _ in range(rule.steps):
-            losses = task_losses(forward(p, x), y)
-            grads = list(torch.autograd.grad(losses.sum(), [p[n] for n in names], create_graph=create_graph))
-            finite = torch.isfinite(losses)
-            for g in grads:
-                finite = finite & torch.isfinite(g.reshape(t, -1)).all(1)
-            ok = ok & finite
+            if value_and_grad is not None:
+                with torch.set_grad_enabled(create_graph):
+                    losses, gd0 = value_and_grad(p, x, y, names)
+                grads = [gd0[n] for n in names]
+            else:
+                losses = task_losses(forward(p, x), y)
+                grads = list(torch.autograd.grad(losses.sum(), [p[n] for n in names], create_graph=create_graph))
+            step_losses.append(losses.detach())
             if rule.grad_clip is not None:
                 grads = clip_per_task(grads, rule.grad_clip)
             gd = dict(zip(names, grads, strict=True))
             if opt is not None:
-                p, opt = adam_update(p, gd, opt, rule.lr)
+                p, opt = adam_update(p, gd, opt, rule.lr, rule.betas)
             else:
                 p = {
                     k: (v - (lrs[k] if lrs is not None and k in lrs else rule.lr) * gd[k]) if k in gd else v
@@ -176,6 +196,11 @@ def adapt(
                         v={k: v.detach() for k, v in opt.v.items()},
                     )
             record()
+    # A non-finite inner gradient leaves non-finite adapted parameters (p - lr * inf/nan), so
+    # checking the losses of every step and the final parameters catches every failure with
+    # two fused checks instead of one per tensor per step.
+    if step_losses:
+        ok = torch.isfinite(torch.stack(step_losses, 1)).all(1) & all_finite_per_task([p[n] for n in names])
     return AdaptResult(
         params=p,
         ok=ok,

@@ -1,17 +1,33 @@
-"""Hand-batched forwards for stacked per-task parameters (no ``vmap`` dispatch overhead).
+"""Hand-batched MLP kernels for stacked per-task parameters (no ``vmap`` dispatch overhead).
 
-On a CPU the 1-40-40-1 MLP of the MAML paper is so small that the per-operator cost of
-``vmap`` + ``functional_call`` dominates an outer iteration; writing the same network as
-``torch.baddbmm`` over stacked weights gives identical math with a few large kernels.
+On a CPU the 1-40-40-1 MLP of the MAML paper is so small that per-operator overhead
+dominates an outer iteration: ``vmap`` + ``functional_call`` pay it in the forward, and
+``autograd.grad(create_graph=True)`` pays it again, twice, for the double backward. Here the
+same network is written as ``torch.baddbmm`` over stacked weights, and its inner-loop
+gradient is written out by hand (ordinary differentiable ops), so a second-order meta-gradient
+needs one plain backward instead of a double backward. The math is identical to autograd's
+(ReLU's derivative is ``h > 0``, as in ``threshold_backward``); the oracle tests check it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 
-from metaplat.inner.adapt import Forward
+from metaplat.inner.adapt import Forward, ValueAndGrad
+
+
+def _layers(x: torch.Tensor, p: Mapping[str, torch.Tensor], num_linear: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Output and the input of every layer (``acts[i]`` feeds Linear ``i``)."""
+    h, acts = x, []
+    for i in range(num_linear):
+        acts.append(h)
+        h = torch.baddbmm(p[f"{2 * i}.bias"].unsqueeze(1), h, p[f"{2 * i}.weight"].transpose(1, 2))
+        if i < num_linear - 1:
+            h = torch.relu(h)
+    return h, acts
 
 
 def mlp_bmm_forward(num_linear: int, flatten: bool = False) -> Forward:
@@ -22,12 +38,34 @@ def mlp_bmm_forward(num_linear: int, flatten: bool = False) -> Forward:
     """
 
     def fwd(p: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        h = x.flatten(2) if flatten else x
-        for i in range(num_linear):
-            w, b = p[f"{2 * i}.weight"], p[f"{2 * i}.bias"]
-            h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
-            if i < num_linear - 1:
-                h = torch.relu(h)
-        return h
+        return _layers(x.flatten(2) if flatten else x, p, num_linear)[0]
 
     return fwd
+
+
+def mlp_value_and_grad(num_linear: int, flatten: bool = False) -> ValueAndGrad:
+    """Per-task losses ``[T]`` and their gradients for the names asked (MSE or cross-entropy,
+    as :func:`metaplat.inner.adapt.task_losses`), written out layer by layer."""
+
+    def vg(p: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+           names: Sequence[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        out, acts = _layers(x.flatten(2) if flatten else x, p, num_linear)
+        t = out.shape[0]
+        if y.is_floating_point():
+            diff = out - y
+            losses = diff.pow(2).reshape(t, -1).mean(1)
+            dz = diff * (2.0 / diff[0].numel())
+        else:
+            logp = F.log_softmax(out, -1)
+            losses = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).reshape(t, -1).mean(1)
+            dz = (logp.exp() - F.one_hot(y, out.shape[-1]).to(out.dtype)) / y[0].numel()
+        lowest = min(int(n.split(".")[0]) // 2 for n in names)
+        grads: dict[str, torch.Tensor] = {}
+        for i in reversed(range(lowest, num_linear)):
+            grads[f"{2 * i}.weight"] = torch.bmm(dz.transpose(1, 2), acts[i])
+            grads[f"{2 * i}.bias"] = dz.sum(1)
+            if i > lowest:
+                dz = torch.bmm(dz, p[f"{2 * i}.weight"]) * (acts[i] > 0)
+        return losses, {n: grads[n] for n in names}
+
+    return vg
