@@ -273,3 +273,20 @@ def test_vmap_failure_falls_back_to_the_loop(monkeypatch: pytest.MonkeyPatch, ca
     assert got.kernel == "loop" and "falling back to a per-task loop" in caplog.text
     for k in params:
         torch.testing.assert_close(got.grad_sum[k], expected.grad_sum[k])
+
+
+# -- specs --------------------------------------------------------------------------------
+SPECS = ("quickstart", "maml_sinusoid_paper", "fomaml_sinusoid", "reptile_sinusoid", "metasgd_sinusoid",
+         "anil_sinusoid")
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_tune_specs_build_valid_configs(name: str) -> None:
+    import pathlib
+
+    import yaml
+
+    d = yaml.safe_load((pathlib.Path(__file__).parents[1] / "tune_specs" / f"{name}.yaml").read_text())
+    cls = METHODS.get(d["method"]["name"])
+    cls(cls.Config(**d["method"]["config"]), make_family(d["task"]["family"], d["task"]["config"]),
+        LocalPool(d["workers"]["num_workers"]), d["seed"])

@@ -65,7 +65,9 @@ def mlp_value_and_grad(num_linear: int, flatten: bool = False) -> ValueAndGrad:
             grads[f"{2 * i}.weight"] = torch.bmm(dz.transpose(1, 2), acts[i])
             grads[f"{2 * i}.bias"] = dz.sum(1)
             if i > lowest:
-                dz = torch.bmm(dz, p[f"{2 * i}.weight"]) * (acts[i] > 0)
+                # ReLU's derivative, with the op autograd itself uses (a float mask; multiplying
+                # by a bool mask costs 3x more on CPU); it is differentiable, its own derivative.
+                dz = torch.ops.aten.threshold_backward(torch.bmm(dz, p[f"{2 * i}.weight"]), acts[i], 0)
         return losses, {n: grads[n] for n in names}
 
     return vg

@@ -1,0 +1,54 @@
+"""Learning tests (slow): the gradient-based methods actually meta-learn sinusoid regression.
+
+Reference (shared/REFERENCES.md): a per-task-loop second-order MAML reached a post-adaptation
+MSE of 0.474 after 1000 iterations (K=10, 5 inner steps) on a 2-core CPU. Here 400 iterations
+with a larger outer step (3e-3) must get well below the pre-adaptation MSE and below what the
+untrained network reaches with the same 10 adaptation steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from metaplat.outer.base import METHODS
+from metaplat.tasks.registry import make_family
+from metaplat.workers.base import LocalPool
+
+pytestmark = pytest.mark.slow
+
+
+def train(method: str, iterations: int, **cfg: Any) -> tuple[dict[str, float], dict[str, float]]:
+    torch.set_num_threads(1)
+    cls = METHODS.get(method)
+    m = cls(cls.Config(**cfg), make_family("sinusoid", {}), LocalPool(2), seed=0)
+    s = m.init()
+    before = m.evaluate(s, "val", 300)
+    for _ in range(iterations):
+        s, metrics = m.step(s)
+        assert metrics["train/failed_tasks"] == 0
+    return before, m.evaluate(s, "test", 300)
+
+
+def test_maml_learns_sinusoids() -> None:
+    before, after = train("maml", 400, inner_steps=5, outer_lr=3e-3)
+    assert after["test/post_mse"] < 0.8, after
+    assert after["test/post_mse"] < 0.3 * after["test/pre_mse"], after
+    assert after["test/post_mse"] < 0.3 * before["val/post_mse"], (before, after)
+
+
+@pytest.mark.parametrize(
+    "method, cfg",
+    [
+        ("fomaml", {"inner_steps": 5, "outer_lr": 3e-3}),
+        ("anil", {"inner_steps": 5, "outer_lr": 3e-3, "inner_lr": 0.05}),
+        ("metasgd", {"inner_steps": 1, "outer_lr": 3e-3}),
+        ("reptile", {"inner_steps": 10}),
+    ],
+)
+def test_other_gradient_methods_learn(method: str, cfg: dict[str, Any]) -> None:
+    before, after = train(method, 400, **cfg)
+    assert after["test/post_mse"] < 0.7 * after["test/pre_mse"], after
+    assert after["test/post_mse"] < 0.7 * before["val/post_mse"], (before, after)
