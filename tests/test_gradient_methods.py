@@ -290,3 +290,15 @@ def test_tune_specs_build_valid_configs(name: str) -> None:
     cls = METHODS.get(d["method"]["name"])
     cls(cls.Config(**d["method"]["config"]), make_family(d["task"]["family"], d["task"]["config"]),
         LocalPool(d["workers"]["num_workers"]), d["seed"])
+
+
+def test_per_step_bn_outer_loop() -> None:
+    fam = make_family("toy_ways_test", {"num_ways": 3})
+    m = make("maml", family=fam, model="conv4", conv_channels=4, inner_lr=0.4, meta_batch_size=2,
+             eval_tasks=3, inner_steps=2, eval_inner_steps=4, per_step_bn=True)
+    s0 = m.init()
+    assert {f"bnstep{i}.encoder.0.1.weight" for i in range(3)} <= set(s0.params)
+    assert "encoder.0.1.weight" not in s0.params
+    s1, met = m.step(s0)
+    assert not torch.equal(s1.params["bnstep2.encoder.0.1.bias"], s0.params["bnstep2.encoder.0.1.bias"])
+    assert 0.0 <= m.evaluate(s1, "val")["val/post_acc"] <= 1.0

@@ -239,3 +239,29 @@ def test_vmap_and_loop_outer_steps_agree() -> None:
         sa, _ = a.step(sa)
         sb, _ = b.step(sb)
     assert_dicts_close(sa.params, sb.params, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", ("vmap", "loop"))
+def test_per_step_bn_copies_sum_to_the_shared_bn_gradient(kernel: str) -> None:
+    """MAML++ per-step BN with identical copies: the copies' meta-gradients add up to the
+    gradient of shared (non-adapted) BN parameters, and the rest equals that MAML's."""
+    from metaplat.estimators.backprop import BN_PREFIX
+
+    ep = image_episode()
+    params = double(CONV.init_params(0))
+    bn = CONV.bn_names()
+    assert len(bn) == 8 and all(".1." in n for n in bn)
+    rest = tuple(n for n in params if n not in bn)
+    steps = 2
+    payload = {k: v for k, v in params.items() if k not in bn}
+    payload |= {f"{BN_PREFIX}{s}.{n}": params[n].clone() for s in range(steps + 1) for n in bn}
+    job = MetaGradJob(CONV, InnerRule(steps=steps, lr=0.4, names=rest), "second_order", kernel,  # type: ignore[arg-type]
+                      per_step_bn=steps + 1)
+    res = job.compute(payload, ep, make_kernels(CONV, kernel, CPU))  # type: ignore[arg-type]
+    ref, _ = reference_maml(CONV, params, ep, 0.4, steps, second_order=True, names=rest)
+    for n in rest:
+        torch.testing.assert_close(res.grad_sum[n], ref[n], atol=1e-8, rtol=1e-6)
+    for n in bn:
+        copies = [res.grad_sum[f"{BN_PREFIX}{s}.{n}"] for s in range(steps + 1)]
+        torch.testing.assert_close(sum(copies), ref[n], atol=1e-8, rtol=1e-6)
+        assert not torch.allclose(copies[0], copies[-1])  # each step's copy gets its own gradient

@@ -16,6 +16,7 @@ Meta-gradient per method (``kind``):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 from collections.abc import Sequence
@@ -29,8 +30,10 @@ from metaplat.inner.adapt import (
     Forward,
     InnerRule,
     Params,
+    StepView,
     ValueAndGrad,
     adapt,
+    per_step_view,
     loop_forward,
     stack_params,
     task_losses,
@@ -45,6 +48,8 @@ log = logging.getLogger(__name__)
 
 LR_PREFIX = "lr."
 """Meta-SGD's learned inner learning rates travel in the payload as ``lr.<param name>``."""
+BN_PREFIX = "bnstep"
+"""MAML++ per-step BatchNorm parameters travel as ``bnstep<step>.<param name>``."""
 
 GradKind = Literal["second_order", "first_order", "reptile"]
 
@@ -83,13 +88,35 @@ class ModelSpec:
     def flatten(self) -> bool:
         return self.kind == "mlp" and len(self.in_shape) > 1
 
+    def param_names(self) -> tuple[str, ...]:
+        return _param_names(self)
+
+    def bn_names(self) -> tuple[str, ...]:
+        """Parameters of the BatchNorm layers (MAML++ keeps one copy of them per inner step)."""
+        return _bn_names(self)
+
     def head_names(self) -> tuple[str, ...]:
         """The parameters ANIL adapts: ``head.*`` for Conv4, the last ``Linear`` of an MLP."""
-        names = [k for k, _ in self.build().named_parameters()]
+        names = self.param_names()
         if self.kind == "conv4":
             return tuple(n for n in names if n.startswith("head."))
         last = names[-1].split(".")[0]
         return tuple(n for n in names if n.split(".")[0] == last)
+
+
+@functools.cache
+def _param_names(spec: ModelSpec) -> tuple[str, ...]:
+    return tuple(k for k, _ in spec.build().named_parameters())
+
+
+@functools.cache
+def _bn_names(spec: ModelSpec) -> tuple[str, ...]:
+    return tuple(
+        f"{m}.{n}"
+        for m, mod in spec.build().named_modules()
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm)
+        for n, _ in mod.named_parameters(recurse=False)
+    )
 
 
 Kernel = Literal["auto", "bmm", "vmap", "loop"]
@@ -154,6 +181,11 @@ class MetaGradJob:
     """``auto``/``vmap``: vectorised over the shard; ``loop``: one task at a time."""
     reptile_use_query: bool = True
     """Reptile trains on support and query points together (the paper's transductive setting)."""
+    per_step_bn: int = 0
+    """MAML++ per-step BatchNorm: number of per-step copies ``bnstep<s>.<name>`` in the payload (0: off)."""
+
+    def step_view(self) -> StepView | None:
+        return per_step_view(self.model.bn_names(), self.per_step_bn, BN_PREFIX) if self.per_step_bn else None
 
     def __call__(self, payload: dict[str, torch.Tensor], specs: Sequence[TaskSpec], device: torch.device) -> ShardGrad:
         ep = build_episode(specs, device)
@@ -170,25 +202,26 @@ class MetaGradJob:
 
     def compute(self, payload: dict[str, torch.Tensor], ep: Episode, kernels: Kernels) -> ShardGrad:
         """The shard's meta-gradient for an already-built episode (used directly by benchmarks)."""
-        forward, vg = kernels.forward, kernels.value_and_grad
+        forward, vg, view = kernels.forward, kernels.value_and_grad, self.step_view()
+        at = (lambda p, s: view(p, s)) if view is not None else (lambda p, s: p)  # noqa: E731
         t = ep.support_x.shape[0]
         leaves = stack_params(payload, t)
         params = {k: v for k, v in leaves.items() if not k.startswith(LR_PREFIX)}
         lrs = {k[len(LR_PREFIX) :]: v for k, v in leaves.items() if k.startswith(LR_PREFIX)} or None
         with torch.no_grad():
-            pre = task_losses(forward(params, ep.query_x), ep.query_y)
+            pre = task_losses(forward(at(params, 0), ep.query_x), ep.query_y)
         if self.kind == "reptile":
             x, y = ep.support_x, ep.support_y
             if self.reptile_use_query:
                 x, y = torch.cat([x, ep.query_x], 1), torch.cat([y, ep.query_y], 1)
-            res = adapt(params, x, y, forward, self.rule, value_and_grad=vg)
+            res = adapt(params, x, y, forward, self.rule, value_and_grad=vg, step_view=view)
             with torch.no_grad():
-                post = task_losses(forward(res.params, x), y)
+                post = task_losses(forward(at(res.params, self.rule.steps), x), y)
                 grads = {k: params[k].detach() - res.params[k].detach() for k in params}
         else:
             res = adapt(params, ep.support_x, ep.support_y, forward, self.rule, lrs=lrs,
-                        create_graph=self.kind == "second_order", value_and_grad=vg)
-            post = task_losses(forward(res.params, ep.query_x), ep.query_y)
+                        create_graph=self.kind == "second_order", value_and_grad=vg, step_view=view)
+            post = task_losses(forward(at(res.params, self.rule.steps), ep.query_x), ep.query_y)
             grads = self._query_grads(post, res, leaves, lrs)
             post = post.detach()
         return self._reduce(grads, res.ok & torch.isfinite(pre) & torch.isfinite(post), pre, post, kernels.name)
@@ -239,6 +272,8 @@ class EvalJob:
     model: ModelSpec
     rule: InnerRule
     kernel: Kernel = "auto"
+    per_step_bn: int = 0
+    """As :attr:`MetaGradJob.per_step_bn` (steps beyond the last copy reuse it)."""
 
     def __call__(self, payload: dict[str, torch.Tensor], specs: Sequence[TaskSpec], device: torch.device) -> ShardEval:
         ep = build_episode(specs, device)
@@ -261,5 +296,7 @@ class EvalJob:
         params = {k: v for k, v in leaves.items() if not k.startswith(LR_PREFIX)}
         lrs = {k[len(LR_PREFIX) :]: v.detach() for k, v in leaves.items() if k.startswith(LR_PREFIX)} or None
         return adapt(params, ep.support_x, ep.support_y, kernels.forward, self.rule, lrs=lrs,
-                     query=(ep.query_x, ep.query_y), value_and_grad=kernels.value_and_grad)
+                     query=(ep.query_x, ep.query_y), value_and_grad=kernels.value_and_grad,
+                     step_view=per_step_view(self.model.bn_names(), self.per_step_bn, BN_PREFIX)
+                     if self.per_step_bn else None)
 

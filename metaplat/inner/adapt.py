@@ -33,6 +33,21 @@ ValueAndGrad = Callable[
 ]
 """``(params, x, y, names) -> (per-task losses [T], {name: gradient [T, ...]})`` written with
 ordinary ops (so it is differentiable without a double backward); see :mod:`metaplat.inner.kernels`."""
+StepView = Callable[[Mapping[str, torch.Tensor], int], Mapping[str, torch.Tensor]]
+"""``(params, inner step) -> the parameters the model uses at that step`` (per-step BatchNorm)."""
+
+
+def per_step_view(names: Sequence[str], num_sets: int, prefix: str = "bnstep") -> StepView:
+    """MAML++ per-step parameters: at inner step ``s`` the model's parameter ``n`` (one of
+    ``names``) is ``params[f"{prefix}{min(s, num_sets - 1)}.{n}"]``; other entries pass through
+    and the per-step copies are hidden from the model."""
+    def view(p: Mapping[str, torch.Tensor], step: int) -> Mapping[str, torch.Tensor]:
+        k = min(step, num_sets - 1)
+        out = {n: v for n, v in p.items() if not n.startswith(prefix)}
+        out.update({n: p[f"{prefix}{k}.{n}"] for n in names})
+        return out
+
+    return view
 InnerOptimizer = Literal["sgd", "adam"]
 
 
@@ -135,6 +150,7 @@ def adapt(
     create_graph: bool = False,
     query: tuple[torch.Tensor, torch.Tensor] | None = None,
     value_and_grad: ValueAndGrad | None = None,
+    step_view: StepView | None = None,
 ) -> AdaptResult:
     """Run ``rule.steps`` inner steps on support ``(x, y)`` for all ``T`` tasks at once.
 
@@ -147,6 +163,9 @@ def adapt(
         query: ``(query_x, query_y)`` to record the query loss (and accuracy) after every step.
         value_and_grad: a hand-written loss-and-gradient kernel used instead of
             ``autograd.grad`` (same math, cheaper second order).
+        step_view: ``(params, step) -> params the model sees at that step`` (MAML++ per-step
+            BatchNorm); the support forward of step ``s`` and the query forward after ``s``
+            steps use ``step_view(params, s)``.
     """
     names = tuple(params) if rule.names is None else rule.names
     p = dict(params)
@@ -157,24 +176,27 @@ def adapt(
     qas: list[torch.Tensor] = []
     step_losses: list[torch.Tensor] = []
 
-    def record() -> None:
+    def view(step: int) -> Mapping[str, torch.Tensor]:
+        return p if step_view is None else step_view(p, step)
+
+    def record(step: int) -> None:
         if query is None:
             return
         with torch.no_grad():
-            out = forward(p, query[0])
+            out = forward(view(step), query[0])
             qls.append(task_losses(out, query[1]))
             if not query[1].is_floating_point():
                 qas.append(task_accuracies(out, query[1]))
 
     with torch.enable_grad():
-        record()
-        for _ in range(rule.steps):
+        record(0)
+        for step in range(rule.steps):
             if value_and_grad is not None:
                 with torch.set_grad_enabled(create_graph):
-                    losses, gd0 = value_and_grad(p, x, y, names)
+                    losses, gd0 = value_and_grad(view(step), x, y, names)
                 grads = [gd0[n] for n in names]
             else:
-                losses = task_losses(forward(p, x), y)
+                losses = task_losses(forward(view(step), x), y)
                 grads = list(torch.autograd.grad(losses.sum(), [p[n] for n in names], create_graph=create_graph))
             step_losses.append(losses.detach())
             if rule.grad_clip is not None:
@@ -195,7 +217,7 @@ def adapt(
                         m={k: v.detach() for k, v in opt.m.items()},
                         v={k: v.detach() for k, v in opt.v.items()},
                     )
-            record()
+            record(step + 1)
     # A non-finite inner gradient leaves non-finite adapted parameters (p - lr * inf/nan), so
     # checking the losses of every step and the final parameters catches every failure with
     # two fused checks instead of one per tensor per step.

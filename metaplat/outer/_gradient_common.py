@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from metaplat.estimators.backprop import (
+    BN_PREFIX,
     EvalJob,
     GradKind,
     MetaGradJob,
@@ -81,7 +82,8 @@ class GradientConfig:
     eval_batch_size: int = 250
     """Tasks per pool round in ``evaluate`` (bounds worker memory)."""
     per_step_bn: bool = False
-    """MAML++ per-step BatchNorm weights; not implemented (must stay ``False``)."""
+    """MAML++ per-step BatchNorm: one meta-learned copy of the BN weights/biases per inner step
+    (not adapted in the inner loop); needs a model with BatchNorm (conv4)."""
 
     def __post_init__(self) -> None:
         for f in ("meta_batch_size", "inner_steps", "conv_channels", "eval_tasks", "eval_batch_size"):
@@ -100,7 +102,8 @@ class GradientConfig:
         object.__setattr__(self, "hidden", tuple(self.hidden))
         _check(all(isinstance(h, int) and h >= 1 for h in self.hidden), "hidden", self.hidden,
                "a list of integers >= 1")
-        _check(not self.per_step_bn, "per_step_bn", self.per_step_bn, "false (per-step BatchNorm is not implemented)")
+        _check(not self.per_step_bn or self.model == "conv4", "per_step_bn", self.per_step_bn,
+               "false unless model is conv4 (the MLP has no BatchNorm)")
 
 
 @dataclasses.dataclass
@@ -144,8 +147,10 @@ class GradientMethod(OuterLoop[GradientConfig, GradientState]):
         super().__init__(config, family, pool, seed)
         self.model = model_spec_for(family, config)
         kernel = "auto" if config.vectorize else "loop"
-        self.train_job = MetaGradJob(self.model, self.inner_rule(train=True), self.grad_kind(), kernel)
-        self.eval_job = EvalJob(self.model, self.inner_rule(train=False), kernel)
+        bn_sets = config.inner_steps + 1 if config.per_step_bn else 0
+        self.train_job = MetaGradJob(self.model, self.inner_rule(train=True), self.grad_kind(), kernel,
+                                     per_step_bn=bn_sets)
+        self.eval_job = EvalJob(self.model, self.inner_rule(train=False), kernel, per_step_bn=bn_sets)
 
     # -- hooks ---------------------------------------------------------------------------
     def grad_kind(self) -> GradKind:
@@ -153,11 +158,19 @@ class GradientMethod(OuterLoop[GradientConfig, GradientState]):
 
     def inner_rule(self, train: bool) -> InnerRule:
         c = self.config
+        names = None
+        if c.per_step_bn:  # the per-step BN copies are meta-learned only
+            names = tuple(n for n in self.model.param_names() if n not in self.model.bn_names())
         return InnerRule(steps=c.inner_steps if train else c.eval_inner_steps, lr=c.inner_lr,
-                         grad_clip=c.inner_grad_clip)
+                         names=names, grad_clip=c.inner_grad_clip)
 
     def init_meta_params(self) -> Params:
-        return self.model.init_params(derive_seed(self.seed, "init"))
+        params = self.model.init_params(derive_seed(self.seed, "init"))
+        if not self.config.per_step_bn:
+            return params
+        bn = self.model.bn_names()
+        copies = {f"{BN_PREFIX}{s}.{n}": params[n].clone() for s in range(self.config.inner_steps + 1) for n in bn}
+        return {k: v for k, v in params.items() if k not in bn} | copies
 
     # -- the contract ----------------------------------------------------------------------
     def init(self) -> GradientState:

@@ -42,5 +42,6 @@ class MetaSGD(GradientMethod):
 
     def init_meta_params(self) -> Params:
         params = super().init_meta_params()
-        rates = {LR_PREFIX + k: torch.full_like(v, self.config.inner_lr) for k, v in params.items()}
+        adapted = self.inner_rule(train=True).names or tuple(params)
+        rates = {LR_PREFIX + k: torch.full_like(params[k], self.config.inner_lr) for k in adapted}
         return params | rates
