@@ -138,11 +138,11 @@ def post_mse(params: Params, eval_eps: list[Episode], steps: int) -> tuple[float
     for ep in eval_eps:
         for t in range(ep.support_x.shape[0]):
             p = {k: v.detach().clone().requires_grad_() for k, v in params.items() if not k.startswith(LR_PREFIX)}
-            pre.append(float(F.mse_loss(net(p, ep.query_x[t]), ep.query_y[t])))
+            pre.append(float(F.mse_loss(net(p, ep.query_x[t]), ep.query_y[t]).detach()))
             for _ in range(steps):
                 g = torch.autograd.grad(F.mse_loss(net(p, ep.support_x[t]), ep.support_y[t]), list(p.values()))
                 p = {k: (v - INNER_LR * gi).detach().requires_grad_() for (k, v), gi in zip(p.items(), g)}
-            post.append(float(F.mse_loss(net(p, ep.query_x[t]), ep.query_y[t])))
+            post.append(float(F.mse_loss(net(p, ep.query_x[t]), ep.query_y[t]).detach()))
     return float(np.mean(pre)), float(np.mean(post))
 
 

@@ -33,8 +33,9 @@ from metaplat.inner.adapt import (
     StepView,
     ValueAndGrad,
     adapt,
-    per_step_view,
+    all_finite_per_task,
     loop_forward,
+    per_step_view,
     stack_params,
     task_losses,
     vmap_forward,
@@ -238,15 +239,13 @@ class MetaGradJob:
 
     @staticmethod
     def _reduce(grads: Params, ok: torch.Tensor, pre: torch.Tensor, post: torch.Tensor, kernel: str) -> ShardGrad:
-        keys = list(grads)
-        t = ok.shape[0]
-        flat = torch.cat([grads[k].detach().reshape(t, -1) for k in keys], 1)  # [T, num_params]
-        mask = ok & torch.isfinite(flat).all(1)
-        # torch.where, not multiplication: 0 * nan is nan
-        total = torch.where(mask.unsqueeze(1), flat, torch.zeros((), dtype=flat.dtype, device=flat.device)).sum(0)
-        parts = total.cpu().split([grads[k][0].numel() for k in keys])
+        mask = ok & all_finite_per_task(list(grads.values()))
+        if bool(mask.all()):
+            grad_sum = {k: g.detach().sum(0).cpu() for k, g in grads.items()}
+        else:  # index, not multiply: 0 * nan is nan
+            grad_sum = {k: g.detach()[mask].sum(0).cpu() for k, g in grads.items()}
         return ShardGrad(
-            grad_sum={k: v.reshape(grads[k].shape[1:]) for k, v in zip(keys, parts, strict=True)},
+            grad_sum=grad_sum,
             num_ok=int(mask.sum()),
             pre_loss=pre.detach().cpu(),
             post_loss=post.detach().cpu(),

@@ -53,11 +53,15 @@ def adam_update(
     t = state.step + 1
     bc1 = 1 - b1**t
     bc2 = 1 - b2**t
+    keys = list(grads)
+    g = [grads[k] for k in keys]
+    # torch._foreach_* (not in-place variants): one dispatch per formula term for all tensors
+    m = torch._foreach_add(torch._foreach_mul([state.m[k] for k in keys], b1), g, alpha=1 - b1)
+    v = torch._foreach_addcmul(torch._foreach_mul([state.v[k] for k in keys], b2), g, g, value=1 - b2)
+    # torch.optim.Adam's formula: p - lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps)
+    denom = torch._foreach_add(torch._foreach_div(torch._foreach_sqrt(v), math.sqrt(bc2)), eps)
+    new = torch._foreach_sub([params[k] for k in keys], torch._foreach_div(m, denom), alpha=lr / bc1)
     new_p, new_m, new_v = dict(params), dict(state.m), dict(state.v)
-    for k, g in grads.items():
-        m = b1 * state.m[k] + (1 - b1) * g
-        v = b2 * state.v[k] + (1 - b2) * g * g
-        # torch.optim.Adam's formula: p - lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps)
-        new_p[k] = params[k] - (lr / bc1) * m / (v.sqrt() / math.sqrt(bc2) + eps)
-        new_m[k], new_v[k] = m, v
+    for i, k in enumerate(keys):
+        new_p[k], new_m[k], new_v[k] = new[i], m[i], v[i]
     return new_p, AdamState(step=t, m=new_m, v=new_v)
