@@ -26,6 +26,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call
 
 from metaplat.estimators.backprop import LR_PREFIX, Kernel, MetaGradJob, ModelSpec, make_kernels
 from metaplat.inner.adapt import InnerRule, Params
@@ -45,8 +46,16 @@ def net(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     return F.linear(h, p["4.weight"], p["4.bias"])
 
 
+MODULE = MODEL.build()
+
+
+def module_net(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """The same network through ``torch.func.functional_call`` on the ``nn.Sequential``."""
+    return functional_call(MODULE, p, (x,))
+
+
 def loop_step(method: str, steps: int, theta: dict[str, torch.Tensor], opt: torch.optim.Optimizer,
-              ep: Episode) -> None:
+              ep: Episode, net: Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor] = net) -> None:
     """One outer iteration, one task at a time (theta are leaf tensors owned by ``opt``)."""
     opt.zero_grad()
     t_num = ep.support_x.shape[0]
@@ -157,18 +166,27 @@ def main() -> None:
     eps = episodes(args.iters + 3, seed=0)
     print(f"torch {torch.__version__}, {args.threads} thread(s); meta-batch {META_BATCH}, K=10, 1-40-40-1 MLP;"
           f" median CPU s/iter over {args.iters} iterations")
-    print(f"{'method':8} {'steps':>5} {'per-task loop':>14} {'vmap':>8} {'bmm':>8} {'vmap x':>7} {'bmm x':>7}")
+    print("baselines: 'loop' = per-task loop with F.linear; 'loop-module' = per-task loop through\n"
+          "functional_call on the nn.Sequential (what module-based libraries pay per call).\n"
+          "speed-ups are relative to 'loop', the faster baseline.")
+    print(f"{'method':8} {'steps':>5} {'loop':>8} {'loop-module':>11} {'vmap':>8} {'bmm':>8} {'vmap x':>7} {'bmm x':>7}")
     for method in args.methods.split(","):
         for steps in (1, 5):
+            def make_opt(theta: dict[str, torch.Tensor]) -> torch.optim.Optimizer:
+                return (torch.optim.SGD(theta.values(), lr=1.0) if method == "reptile"  # noqa: B023
+                        else torch.optim.Adam(theta.values(), lr=OUTER_LR))
+
             theta = {k: v.clone().requires_grad_() for k, v in initial(method, 0).items()}
-            opt: torch.optim.Optimizer = (torch.optim.SGD(theta.values(), lr=1.0) if method == "reptile"
-                                          else torch.optim.Adam(theta.values(), lr=OUTER_LR))
+            theta2 = {k: v.clone().requires_grad_() for k, v in initial(method, 0).items()}
+            opt, opt2 = make_opt(theta), make_opt(theta2)
             vmap = Vectorised(method, steps, initial(method, 0), "vmap")
             bmm = Vectorised(method, steps, initial(method, 0), "bmm")
-            base, tv, tb = median_times(
-                [lambda ep: loop_step(method, steps, theta, opt, ep), vmap.step, bmm.step], eps)  # noqa: B023
-            print(f"{method:8} {steps:>5} {base:>14.4f} {tv:>8.4f} {tb:>8.4f} {base / tv:>6.1f}x {base / tb:>6.1f}x",
-                  flush=True)
+            base, mod, tv, tb = median_times(
+                [lambda ep: loop_step(method, steps, theta, opt, ep),  # noqa: B023
+                 lambda ep: loop_step(method, steps, theta2, opt2, ep, module_net),  # noqa: B023
+                 vmap.step, bmm.step], eps)
+            print(f"{method:8} {steps:>5} {base:>8.4f} {mod:>11.4f} {tv:>8.4f} {tb:>8.4f} {base / tv:>6.1f}x "
+                  f"{base / tb:>6.1f}x", flush=True)
     if args.train_iters:
         n, steps = args.train_iters, 5
         print(f"\nequal-MSE check: second-order MAML, {n} iterations, {steps} inner steps, same seed and tasks")

@@ -302,3 +302,20 @@ def test_per_step_bn_outer_loop() -> None:
     s1, met = m.step(s0)
     assert not torch.equal(s1.params["bnstep2.encoder.0.1.bias"], s0.params["bnstep2.encoder.0.1.bias"])
     assert 0.0 <= m.evaluate(s1, "val")["val/post_acc"] <= 1.0
+
+
+@pytest.mark.parametrize("method", GRADIENT_METHODS)
+def test_jobs_and_results_pickle_for_remote_workers(method: str) -> None:
+    """A Ray worker receives the job by pickle and sends the result back the same way."""
+    import pickle
+
+    m = make(method)
+    s = m.init()
+    specs = m.family.sample(np.random.default_rng(0), "train", 3)
+    job = pickle.loads(pickle.dumps(m.train_job))
+    res = pickle.loads(pickle.dumps(job(s.params, specs, CPU)))
+    direct = m.train_job(s.params, specs, CPU)
+    for k in s.params:
+        assert torch.equal(res.grad_sum[k], direct.grad_sum[k])
+    ev = pickle.loads(pickle.dumps(pickle.loads(pickle.dumps(m.eval_job))(s.params, specs, CPU)))
+    assert ev.losses.shape == (3, 3)
