@@ -47,18 +47,32 @@ def cell(kernel: str, steps: int, tasks: int, queries: int, run: bool) -> dict[s
         out = job.compute(params, ep, kernels)
         assert out.num_ok == tasks
     secs = time.perf_counter() - t0
-    return {"maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "seconds": secs}
+    return {
+        "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "seconds": secs,
+    }
 
 
 def measure(kernel: str, steps: int, tasks: int, queries: int, run: bool) -> dict[str, float]:
-    cmd = [sys.executable, __file__, "--cell", kernel, str(steps), str(tasks), str(queries), str(int(run))]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--cell",
+        kernel,
+        str(steps),
+        str(tasks),
+        str(queries),
+        str(int(run)),
+    ]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tasks", type=int, default=8, help="tasks in the shard (meta-batch on one worker)")
+    ap.add_argument(
+        "--tasks", type=int, default=8, help="tasks in the shard (meta-batch on one worker)"
+    )
     ap.add_argument("--queries", type=int, default=15, help="query images per class")
     ap.add_argument("--cell", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -66,9 +80,13 @@ def main() -> None:
         k, s, t, q, r = args.cell
         print(json.dumps(cell(k, int(s), int(t), int(q), bool(int(r)))))
         return
-    print(f"second-order MAML, Conv4-64, 5-way 1-shot 28x28, {args.queries} queries/class, "
-          f"{args.tasks} tasks per shard; peak RSS above setup (MiB), one subprocess per cell")
-    print(f"{'steps':>5} {'loop MiB':>9} {'vmap MiB':>9} {'vmap/loop':>9} {'loop s':>7} {'vmap s':>7}")
+    print(
+        f"second-order MAML, Conv4-64, 5-way 1-shot 28x28, {args.queries} queries/class, "
+        f"{args.tasks} tasks per shard; peak RSS above setup (MiB), one subprocess per cell"
+    )
+    print(
+        f"{'steps':>5} {'loop MiB':>9} {'vmap MiB':>9} {'vmap/loop':>9} {'loop s':>7} {'vmap s':>7}"
+    )
     for steps in (5, 10):
         row = {}
         for kernel in ("loop", "vmap"):
@@ -76,7 +94,9 @@ def main() -> None:
             full = measure(kernel, steps, args.tasks, args.queries, run=True)
             row[kernel] = (full["maxrss_mib"] - base["maxrss_mib"], full["seconds"])
         (lm, ls), (vm, vs) = row["loop"], row["vmap"]
-        print(f"{steps:>5} {lm:>9.0f} {vm:>9.0f} {vm / lm:>8.2f}x {ls:>7.1f} {vs:>7.1f}", flush=True)
+        print(
+            f"{steps:>5} {lm:>9.0f} {vm:>9.0f} {vm / lm:>8.2f}x {ls:>7.1f} {vs:>7.1f}", flush=True
+        )
 
 
 if __name__ == "__main__":

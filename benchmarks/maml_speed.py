@@ -9,7 +9,8 @@ Here the baseline's network is written with ``F.linear`` directly (cheaper per c
 Both sides use the same pre-built episodes, the same initial weights and the same outer
 optimizer. Two vectorised kernels are timed: ``vmap`` (``vmap(functional_call)`` + autograd,
 works for any model) and ``bmm`` (the default for MLPs: hand-batched forward and inner
-gradient, see ``metaplat/inner/kernels.py``). The timed region is one full meta-gradient + outer update. Medians over
+gradient, see ``metaplat/inner/kernels.py``). The timed region is one full meta-gradient +
+outer update. Medians over
 iterations after a warm-up. Then both train MAML for the same iterations with the same seed
 and are scored on the same fresh tasks (equal-MSE check).
 
@@ -54,8 +55,14 @@ def module_net(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     return functional_call(MODULE, p, (x,))
 
 
-def loop_step(method: str, steps: int, theta: dict[str, torch.Tensor], opt: torch.optim.Optimizer,
-              ep: Episode, net: Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor] = net) -> None:
+def loop_step(
+    method: str,
+    steps: int,
+    theta: dict[str, torch.Tensor],
+    opt: torch.optim.Optimizer,
+    ep: Episode,
+    net: Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor] = net,
+) -> None:
     """One outer iteration, one task at a time (theta are leaf tensors owned by ``opt``)."""
     opt.zero_grad()
     t_num = ep.support_x.shape[0]
@@ -66,7 +73,10 @@ def loop_step(method: str, steps: int, theta: dict[str, torch.Tensor], opt: torc
             p = {k: v.detach().clone().requires_grad_() for k, v in weights.items()}
             for _ in range(steps):
                 g = torch.autograd.grad(F.mse_loss(net(p, x[t]), y[t]), list(p.values()))
-                p = {k: (v - INNER_LR * gi).detach().requires_grad_() for (k, v), gi in zip(p.items(), g)}
+                p = {
+                    k: (v - INNER_LR * gi).detach().requires_grad_()
+                    for (k, v), gi in zip(p.items(), g, strict=True)
+                }
             for k, v in weights.items():
                 v.grad = (0 if v.grad is None else v.grad) + (v.detach() - p[k].detach()) / t_num
         opt.step()
@@ -79,7 +89,7 @@ def loop_step(method: str, steps: int, theta: dict[str, torch.Tensor], opt: torc
             loss = F.mse_loss(net(p, ep.support_x[t]), ep.support_y[t])
             g = torch.autograd.grad(loss, [p[n] for n in names], create_graph=second)
             p = dict(p)
-            for n, gi in zip(names, g):
+            for n, gi in zip(names, g, strict=True):
                 lr = theta[LR_PREFIX + n] if method == "metasgd" else INNER_LR
                 p[n] = p[n] - lr * gi
                 if not second:
@@ -88,7 +98,7 @@ def loop_step(method: str, steps: int, theta: dict[str, torch.Tensor], opt: torc
         if second:
             q.backward()
         else:
-            for n, gi in zip(names, torch.autograd.grad(q, [p[n] for n in names])):
+            for n, gi in zip(names, torch.autograd.grad(q, [p[n] for n in names]), strict=True):
                 weights[n].grad = gi if weights[n].grad is None else weights[n].grad + gi
     opt.step()
 
@@ -96,8 +106,13 @@ def loop_step(method: str, steps: int, theta: dict[str, torch.Tensor], opt: torc
 # -- the vectorised implementation (metaplat's job, called in-process) ------------------
 class Vectorised:
     def __init__(self, method: str, steps: int, params: Params, kernel: Kernel = "auto"):
-        kind = {"maml": "second_order", "metasgd": "second_order", "anil": "second_order",
-                "fomaml": "first_order", "reptile": "reptile"}[method]
+        kind = {
+            "maml": "second_order",
+            "metasgd": "second_order",
+            "anil": "second_order",
+            "fomaml": "first_order",
+            "reptile": "reptile",
+        }[method]
         rule = InnerRule(steps=steps, lr=INNER_LR, names=HEAD if method == "anil" else None)
         self.job = MetaGradJob(MODEL, rule, kind, kernel)  # type: ignore[arg-type]
         self.kernels = make_kernels(MODEL, kernel, torch.device("cpu"))
@@ -127,13 +142,15 @@ def episodes(n: int, seed: int, split: str = "train") -> list[Episode]:
     return [fam.build_batch(fam.sample(rng, split, META_BATCH)) for _ in range(n)]  # type: ignore[attr-defined]
 
 
-def median_times(fns: list[Callable[[Episode], None]], eps: list[Episode], warmup: int = 3) -> list[float]:
+def median_times(
+    fns: list[Callable[[Episode], None]], eps: list[Episode], warmup: int = 3
+) -> list[float]:
     """Median CPU seconds (``time.process_time``; one torch thread, so this is the wall time of
     an idle core) per call of each function. Calls are interleaved episode by episode and CPU
     time is used because the machine may be shared: other processes' load hits all alike."""
     times: list[list[float]] = [[] for _ in fns]
     for i, ep in enumerate(eps):
-        for fn, ts in zip(fns, times):
+        for fn, ts in zip(fns, times, strict=True):
             t0 = time.process_time()
             fn(ep)
             if i >= warmup:
@@ -146,11 +163,20 @@ def post_mse(params: Params, eval_eps: list[Episode], steps: int) -> tuple[float
     pre, post = [], []
     for ep in eval_eps:
         for t in range(ep.support_x.shape[0]):
-            p = {k: v.detach().clone().requires_grad_() for k, v in params.items() if not k.startswith(LR_PREFIX)}
+            p = {
+                k: v.detach().clone().requires_grad_()
+                for k, v in params.items()
+                if not k.startswith(LR_PREFIX)
+            }
             pre.append(float(F.mse_loss(net(p, ep.query_x[t]), ep.query_y[t]).detach()))
             for _ in range(steps):
-                g = torch.autograd.grad(F.mse_loss(net(p, ep.support_x[t]), ep.support_y[t]), list(p.values()))
-                p = {k: (v - INNER_LR * gi).detach().requires_grad_() for (k, v), gi in zip(p.items(), g)}
+                g = torch.autograd.grad(
+                    F.mse_loss(net(p, ep.support_x[t]), ep.support_y[t]), list(p.values())
+                )
+                p = {
+                    k: (v - INNER_LR * gi).detach().requires_grad_()
+                    for (k, v), gi in zip(p.items(), g, strict=True)
+                }
             post.append(float(F.mse_loss(net(p, ep.query_x[t]), ep.query_y[t]).detach()))
     return float(np.mean(pre)), float(np.mean(post))
 
@@ -158,23 +184,37 @@ def post_mse(params: Params, eval_eps: list[Episode], steps: int) -> tuple[float
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iters", type=int, default=30, help="timed outer iterations per cell")
-    ap.add_argument("--train-iters", type=int, default=500, help="iterations of the equal-MSE check (0: skip)")
+    ap.add_argument(
+        "--train-iters", type=int, default=500, help="iterations of the equal-MSE check (0: skip)"
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--methods", default="maml,fomaml,reptile,metasgd,anil")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     eps = episodes(args.iters + 3, seed=0)
-    print(f"torch {torch.__version__}, {args.threads} thread(s); meta-batch {META_BATCH}, K=10, 1-40-40-1 MLP;"
-          f" median CPU s/iter over {args.iters} iterations")
-    print("baselines: 'loop' = per-task loop with F.linear; 'loop-module' = per-task loop through\n"
-          "functional_call on the nn.Sequential (what module-based libraries pay per call).\n"
-          "speed-ups are relative to 'loop', the faster baseline.")
-    print(f"{'method':8} {'steps':>5} {'loop':>8} {'loop-module':>11} {'vmap':>8} {'bmm':>8} {'vmap x':>7} {'bmm x':>7}")
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s); meta-batch {META_BATCH}, K=10, "
+        f"1-40-40-1 MLP;"
+        f" median CPU s/iter over {args.iters} iterations"
+    )
+    print(
+        "baselines: 'loop' = per-task loop with F.linear; 'loop-module' = per-task loop through\n"
+        "functional_call on the nn.Sequential (what module-based libraries pay per call).\n"
+        "speed-ups are relative to 'loop', the faster baseline."
+    )
+    print(
+        f"{'method':8} {'steps':>5} {'loop':>8} {'loop-module':>11} {'vmap':>8} {'bmm':>8} "
+        f"{'vmap x':>7} {'bmm x':>7}"
+    )
     for method in args.methods.split(","):
         for steps in (1, 5):
+
             def make_opt(theta: dict[str, torch.Tensor]) -> torch.optim.Optimizer:
-                return (torch.optim.SGD(theta.values(), lr=1.0) if method == "reptile"  # noqa: B023
-                        else torch.optim.Adam(theta.values(), lr=OUTER_LR))
+                return (
+                    torch.optim.SGD(theta.values(), lr=1.0)
+                    if method == "reptile"  # noqa: B023
+                    else torch.optim.Adam(theta.values(), lr=OUTER_LR)
+                )
 
             theta = {k: v.clone().requires_grad_() for k, v in initial(method, 0).items()}
             theta2 = {k: v.clone().requires_grad_() for k, v in initial(method, 0).items()}
@@ -182,14 +222,26 @@ def main() -> None:
             vmap = Vectorised(method, steps, initial(method, 0), "vmap")
             bmm = Vectorised(method, steps, initial(method, 0), "bmm")
             base, mod, tv, tb = median_times(
-                [lambda ep: loop_step(method, steps, theta, opt, ep),  # noqa: B023
-                 lambda ep: loop_step(method, steps, theta2, opt2, ep, module_net),  # noqa: B023
-                 vmap.step, bmm.step], eps)
-            print(f"{method:8} {steps:>5} {base:>8.4f} {mod:>11.4f} {tv:>8.4f} {tb:>8.4f} {base / tv:>6.1f}x "
-                  f"{base / tb:>6.1f}x", flush=True)
+                [
+                    lambda ep: loop_step(method, steps, theta, opt, ep),  # noqa: B023
+                    lambda ep: loop_step(method, steps, theta2, opt2, ep, module_net),  # noqa: B023
+                    vmap.step,
+                    bmm.step,
+                ],
+                eps,
+            )
+            print(
+                f"{method:8} {steps:>5} {base:>8.4f} {mod:>11.4f} {tv:>8.4f} {tb:>8.4f} "
+                f"{base / tv:>6.1f}x "
+                f"{base / tb:>6.1f}x",
+                flush=True,
+            )
     if args.train_iters:
         n, steps = args.train_iters, 5
-        print(f"\nequal-MSE check: second-order MAML, {n} iterations, {steps} inner steps, same seed and tasks")
+        print(
+            f"\nequal-MSE check: second-order MAML, {n} iterations, {steps} inner steps, "
+            "same seed and tasks"
+        )
         train = episodes(n, seed=1)
         theta = {k: v.clone().requires_grad_() for k, v in initial("maml", 0).items()}
         opt = torch.optim.Adam(theta.values(), lr=OUTER_LR)
@@ -203,9 +255,15 @@ def main() -> None:
             vec.step(ep)
         t_vec = time.perf_counter() - t0
         test = episodes(24, seed=2, split="test")  # 600 fresh tasks
-        for label, params, secs in (("per-task loop", theta, t_loop), ("vectorised", vec.params, t_vec)):
+        for label, params, secs in (
+            ("per-task loop", theta, t_loop),
+            ("vectorised", vec.params, t_vec),
+        ):
             pre, post = post_mse(params, test, steps)
-            print(f"{label:14} train {secs:7.1f} s   test MSE pre {pre:.3f}  post({steps} steps) {post:.3f}")
+            print(
+                f"{label:14} train {secs:7.1f} s   test MSE pre {pre:.3f}  "
+                f"post({steps} steps) {post:.3f}"
+            )
         diff = max(float((theta[k] - vec.params[k]).abs().max()) for k in vec.params)
         print(f"max |param difference| after training: {diff:.2e}")
 

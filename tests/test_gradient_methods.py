@@ -1,4 +1,7 @@
-"""Contracts of the gradient-based outer loops: configs, optimizers, state, seeds, classification, failures."""
+"""Contracts of the gradient-based outer loops.
+
+Configs, optimizers, state, seeds, classification, failures.
+"""
 
 from __future__ import annotations
 
@@ -60,7 +63,7 @@ class ToyWays(SupervisedFamily):
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class ToyNanSine(SupervisedFamily):
-    """Linear regression tasks; ``poison='all'`` makes every target NaN, ``'some'`` every third task."""
+    """Linear regression; ``poison='all'``: every target NaN, ``'some'``: about every third task."""
 
     poison: str = "some"
     name = "toy_nan_test"
@@ -99,18 +102,21 @@ def test_functional_adam_and_sgd_equal_torch_optim() -> None:
     grads = [{k: torch.randn(v.shape, generator=g) for k, v in p0.items()} for _ in range(5)]
     for kind in ("adam", "sgd"):
         leaves = [v.clone().requires_grad_() for v in p0.values()]
-        opt = (torch.optim.Adam(leaves, lr=0.01, betas=(0.5, 0.9)) if kind == "adam"
-               else torch.optim.SGD(leaves, lr=0.1))
+        opt = (
+            torch.optim.Adam(leaves, lr=0.01, betas=(0.5, 0.9))
+            if kind == "adam"
+            else torch.optim.SGD(leaves, lr=0.1)
+        )
         params, state = dict(p0), adam_init(p0)
         for gr in grads:
-            for leaf, gv in zip(leaves, gr.values()):
+            for leaf, gv in zip(leaves, gr.values(), strict=True):
                 leaf.grad = gv.clone()
             opt.step()
             if kind == "adam":
                 params, state = adam_update(params, gr, state, 0.01, betas=(0.5, 0.9))
             else:
                 params = sgd_update(params, gr, 0.1)
-        for leaf, v in zip(leaves, params.values()):
+        for leaf, v in zip(leaves, params.values(), strict=True):
             torch.testing.assert_close(leaf.detach(), v, rtol=1e-6, atol=1e-7)
 
 
@@ -121,7 +127,13 @@ def test_inner_adam_matches_torch_optim_per_task() -> None:
     ep = fam.build_batch(fam.sample(np.random.default_rng(0), "train", 3))  # type: ignore[attr-defined]
     params = spec.init_params(0)
     rule = InnerRule(steps=3, lr=0.01, optimizer="adam", betas=(0.0, 0.999))
-    res = adapt(stack_params(params, 3), ep.support_x, ep.support_y, make_kernels(spec, "vmap", CPU).forward, rule)
+    res = adapt(
+        stack_params(params, 3),
+        ep.support_x,
+        ep.support_y,
+        make_kernels(spec, "vmap", CPU).forward,
+        rule,
+    )
     module = spec.build()
     for t in range(3):
         module.load_state_dict(params)
@@ -157,8 +169,14 @@ def test_bad_config_names_the_field(method: str, field: str, value: Any) -> None
 
 def test_paper_defaults() -> None:
     c = METHODS.get("maml").Config()
-    assert (c.meta_batch_size, c.inner_lr, c.inner_steps, c.eval_inner_steps, c.outer_lr, c.hidden) == (
-        25, 0.01, 1, 10, 1e-3, (40, 40))
+    assert (
+        c.meta_batch_size,
+        c.inner_lr,
+        c.inner_steps,
+        c.eval_inner_steps,
+        c.outer_lr,
+        c.hidden,
+    ) == (25, 0.01, 1, 10, 1e-3, (40, 40))
     assert METHODS.get("fomaml").Config().first_order
 
 
@@ -203,9 +221,13 @@ def test_reptile_outer_step_moves_toward_adapted_weights() -> None:
     s1, _ = m.step(s0)
     specs = m.family.sample(rng(m.seed, "train", 0), "train", 4)
     ep = m.family.build_batch(specs)
-    res = adapt(stack_params(s0.params, 4), torch.cat([ep.support_x, ep.query_x], 1),
-                torch.cat([ep.support_y, ep.query_y], 1), make_kernels(m.model, "bmm", CPU).forward,
-                m.train_job.rule)
+    res = adapt(
+        stack_params(s0.params, 4),
+        torch.cat([ep.support_x, ep.query_x], 1),
+        torch.cat([ep.support_y, ep.query_y], 1),
+        make_kernels(m.model, "bmm", CPU).forward,
+        m.train_job.rule,
+    )
     for k, v in s0.params.items():
         expected = v + 0.5 * (res.params[k].detach() - v).mean(0)
         torch.testing.assert_close(s1.params[k], expected, rtol=1e-5, atol=1e-6)
@@ -218,7 +240,9 @@ def test_metasgd_learns_rates_and_evaluates_with_them() -> None:
     s1, _ = m.step(s0)
     assert not torch.equal(s1.params[LR_PREFIX + "0.weight"], s0.params[LR_PREFIX + "0.weight"])
     # evaluation with all rates zero is evaluation without adaptation
-    frozen = dataclasses.replace(s1, params={k: (v * 0 if k.startswith(LR_PREFIX) else v) for k, v in s1.params.items()})
+    frozen = dataclasses.replace(
+        s1, params={k: (v * 0 if k.startswith(LR_PREFIX) else v) for k, v in s1.params.items()}
+    )
     ev = m.evaluate(frozen, "val")
     assert ev["val/post_mse"] == pytest.approx(ev["val/pre_mse"], rel=1e-6)
 
@@ -227,7 +251,15 @@ def test_metasgd_learns_rates_and_evaluates_with_them() -> None:
 @pytest.mark.parametrize("method, model", [("maml", "conv4"), ("anil", "conv4"), ("fomaml", "mlp")])
 def test_classification_episodes(method: str, model: str) -> None:
     fam = make_family("toy_ways_test", {"num_ways": 3})
-    m = make(method, family=fam, model=model, conv_channels=4, inner_lr=0.4, meta_batch_size=2, eval_tasks=4)
+    m = make(
+        method,
+        family=fam,
+        model=model,
+        conv_channels=4,
+        inner_lr=0.4,
+        meta_batch_size=2,
+        eval_tasks=4,
+    )
     assert m.model.out_dim == 3 and m.model.in_shape == (1, 16, 16)
     s, met = m.step(m.init())
     assert math.isfinite(met["train/post_loss"])
@@ -265,6 +297,7 @@ def test_vmap_failure_falls_back_to_the_loop(monkeypatch: pytest.MonkeyPatch, ca
     def broken(module: Any, flatten: bool = False) -> Any:
         def fwd(p: Any, x: Any) -> Any:
             raise RuntimeError("vmap: batching rule not implemented (simulated)")
+
         return fwd
 
     monkeypatch.setattr(backprop, "vmap_forward", broken)
@@ -276,8 +309,14 @@ def test_vmap_failure_falls_back_to_the_loop(monkeypatch: pytest.MonkeyPatch, ca
 
 
 # -- specs --------------------------------------------------------------------------------
-SPECS = ("quickstart", "maml_sinusoid_paper", "fomaml_sinusoid", "reptile_sinusoid", "metasgd_sinusoid",
-         "anil_sinusoid")
+SPECS = (
+    "quickstart",
+    "maml_sinusoid_paper",
+    "fomaml_sinusoid",
+    "reptile_sinusoid",
+    "metasgd_sinusoid",
+    "anil_sinusoid",
+)
 
 
 @pytest.mark.parametrize("name", SPECS)
@@ -286,21 +325,39 @@ def test_tune_specs_build_valid_configs(name: str) -> None:
 
     import yaml
 
-    d = yaml.safe_load((pathlib.Path(__file__).parents[1] / "tune_specs" / f"{name}.yaml").read_text())
+    d = yaml.safe_load(
+        (pathlib.Path(__file__).parents[1] / "tune_specs" / f"{name}.yaml").read_text()
+    )
     cls = METHODS.get(d["method"]["name"])
-    cls(cls.Config(**d["method"]["config"]), make_family(d["task"]["family"], d["task"]["config"]),
-        LocalPool(d["workers"]["num_workers"]), d["seed"])
+    cls(
+        cls.Config(**d["method"]["config"]),
+        make_family(d["task"]["family"], d["task"]["config"]),
+        LocalPool(d["workers"]["num_workers"]),
+        d["seed"],
+    )
 
 
 def test_per_step_bn_outer_loop() -> None:
     fam = make_family("toy_ways_test", {"num_ways": 3})
-    m = make("maml", family=fam, model="conv4", conv_channels=4, inner_lr=0.4, meta_batch_size=2,
-             eval_tasks=3, inner_steps=2, eval_inner_steps=4, per_step_bn=True)
+    m = make(
+        "maml",
+        family=fam,
+        model="conv4",
+        conv_channels=4,
+        inner_lr=0.4,
+        meta_batch_size=2,
+        eval_tasks=3,
+        inner_steps=2,
+        eval_inner_steps=4,
+        per_step_bn=True,
+    )
     s0 = m.init()
     assert {f"bnstep{i}.encoder.0.1.weight" for i in range(3)} <= set(s0.params)
     assert "encoder.0.1.weight" not in s0.params
     s1, met = m.step(s0)
-    assert not torch.equal(s1.params["bnstep2.encoder.0.1.bias"], s0.params["bnstep2.encoder.0.1.bias"])
+    assert not torch.equal(
+        s1.params["bnstep2.encoder.0.1.bias"], s0.params["bnstep2.encoder.0.1.bias"]
+    )
     assert 0.0 <= m.evaluate(s1, "val")["val/post_acc"] <= 1.0
 
 

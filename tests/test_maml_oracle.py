@@ -8,7 +8,13 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from metaplat.estimators.backprop import LR_PREFIX, MetaGradJob, ModelSpec, build_episode, make_kernels
+from metaplat.estimators.backprop import (
+    LR_PREFIX,
+    MetaGradJob,
+    ModelSpec,
+    build_episode,
+    make_kernels,
+)
 from metaplat.inner.adapt import InnerRule, adapt, stack_params
 from metaplat.outer.maml import MAML, MAMLConfig
 from metaplat.tasks.base import Episode
@@ -46,7 +52,9 @@ def torch_rng(seed: int):  # numpy generator for family.sample
     return np.random.default_rng(seed)
 
 
-def loss_one(module: torch.nn.Module, p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def loss_one(
+    module: torch.nn.Module, p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
     """The plain single-task loss the references use (no stacking, no vmap)."""
     out = functional_call(module, p, (x,))
     if y.is_floating_point():
@@ -54,8 +62,16 @@ def loss_one(module: torch.nn.Module, p: dict[str, torch.Tensor], x: torch.Tenso
     return torch.nn.functional.cross_entropy(out, y)
 
 
-def reference_maml(spec: ModelSpec, params, ep: Episode, lr: float, steps: int, second_order: bool,
-                   names=None, lrs=None):
+def reference_maml(
+    spec: ModelSpec,
+    params,
+    ep: Episode,
+    lr: float,
+    steps: int,
+    second_order: bool,
+    names=None,
+    lrs=None,
+):
     """Sum over tasks of each task's meta-gradient, one task at a time with torch.autograd.grad."""
     module = spec.build().double()
     total = {k: torch.zeros_like(v) for k, v in params.items()}
@@ -69,17 +85,17 @@ def reference_maml(spec: ModelSpec, params, ep: Episode, lr: float, steps: int, 
             loss = loss_one(module, p, ep.support_x[t], ep.support_y[t])
             gs = torch.autograd.grad(loss, [p[n] for n in adapted_names], create_graph=second_order)
             p = dict(p)
-            for n, g in zip(adapted_names, gs):
+            for n, g in zip(adapted_names, gs, strict=True):
                 step = alphas[n] * g if n in alphas else lr * g
                 p[n] = p[n] - step if second_order else (p[n] - step).detach().requires_grad_()
         q = loss_one(module, p, ep.query_x[t], ep.query_y[t])
         wrt = theta if second_order else p
         gs = torch.autograd.grad(q, list(wrt.values()) + list(alphas.values()), allow_unused=True)
-        for k, g in zip(list(wrt) + [LR_PREFIX + a for a in alphas], gs):
+        for k, g in zip(list(wrt) + [LR_PREFIX + a for a in alphas], gs, strict=True):
             if g is None:
                 continue
             if k.startswith(LR_PREFIX):
-                total_lr[k[len(LR_PREFIX):]] += g
+                total_lr[k[len(LR_PREFIX) :]] += g
             else:
                 total[k] += g
     return total, total_lr
@@ -155,7 +171,10 @@ def test_reptile_meta_gradient_is_initial_minus_adapted() -> None:
         phi = {k: v.clone().requires_grad_() for k, v in params.items()}
         for _ in range(4):
             gs = torch.autograd.grad(loss_one(module, phi, x, y), list(phi.values()))
-            phi = {k: (v - 0.02 * g).detach().requires_grad_() for (k, v), g in zip(phi.items(), gs)}
+            phi = {
+                k: (v - 0.02 * g).detach().requires_grad_()
+                for (k, v), g in zip(phi.items(), gs, strict=True)
+            }
         for k in params:
             expected[k] += params[k] - phi[k].detach()
     assert_dicts_close(res.grad_sum, expected)
@@ -167,8 +186,13 @@ def test_anil_adapts_only_the_head() -> None:
     head = SINE.head_names()
     assert head == ("4.weight", "4.bias")
     kernels = make_kernels(SINE, "vmap", CPU)
-    res = adapt(stack_params(params, 2), ep.support_x, ep.support_y, kernels.forward,
-                InnerRule(steps=3, lr=0.1, names=head))
+    res = adapt(
+        stack_params(params, 2),
+        ep.support_x,
+        ep.support_y,
+        kernels.forward,
+        InnerRule(steps=3, lr=0.1, names=head),
+    )
     for k, v in res.params.items():
         same = torch.equal(v.detach(), params[k].expand_as(v))
         assert same == (k not in head), k
@@ -190,7 +214,9 @@ def test_metasgd_with_fixed_rates_equals_maml_and_rate_gradient_matches() -> Non
     maml, _ = reference_maml(SINE, params, ep, 0.05, 2, second_order=True)
     assert_dicts_close({k: v for k, v in res.grad_sum.items() if not k.startswith(LR_PREFIX)}, maml)
     _, ref_lr = reference_maml(SINE, params, ep, 0.05, 2, second_order=True, lrs=lrs)
-    assert_dicts_close({k[len(LR_PREFIX):]: v for k, v in res.grad_sum.items() if k.startswith(LR_PREFIX)}, ref_lr)
+    assert_dicts_close(
+        {k[len(LR_PREFIX) :]: v for k, v in res.grad_sum.items() if k.startswith(LR_PREFIX)}, ref_lr
+    )
 
 
 def test_nan_guard_drops_a_poisoned_task() -> None:
@@ -210,8 +236,14 @@ def test_inner_grad_clip_bounds_each_task_step() -> None:
     params = double(SINE.init_params(0))
     kernels = make_kernels(SINE, "bmm", CPU)
     stacked = stack_params(params, 3)
-    res = adapt(stacked, ep.support_x, ep.support_y, kernels.forward, InnerRule(steps=1, lr=1.0, grad_clip=0.01),
-                value_and_grad=kernels.value_and_grad)
+    res = adapt(
+        stacked,
+        ep.support_x,
+        ep.support_y,
+        kernels.forward,
+        InnerRule(steps=1, lr=1.0, grad_clip=0.01),
+        value_and_grad=kernels.value_and_grad,
+    )
     for t in range(3):
         sq = sum((stacked[k][t] - res.params[k][t]).pow(2).sum() for k in params)
         step_norm = float(torch.as_tensor(sq).detach().sqrt())
@@ -255,8 +287,13 @@ def test_per_step_bn_copies_sum_to_the_shared_bn_gradient(kernel: str) -> None:
     steps = 2
     payload = {k: v for k, v in params.items() if k not in bn}
     payload |= {f"{BN_PREFIX}{s}.{n}": params[n].clone() for s in range(steps + 1) for n in bn}
-    job = MetaGradJob(CONV, InnerRule(steps=steps, lr=0.4, names=rest), "second_order", kernel,  # type: ignore[arg-type]
-                      per_step_bn=steps + 1)
+    job = MetaGradJob(
+        CONV,
+        InnerRule(steps=steps, lr=0.4, names=rest),
+        "second_order",
+        kernel,  # type: ignore[arg-type]
+        per_step_bn=steps + 1,
+    )
     res = job.compute(payload, ep, make_kernels(CONV, kernel, CPU))  # type: ignore[arg-type]
     ref, _ = reference_maml(CONV, params, ep, 0.4, steps, second_order=True, names=rest)
     for n in rest:

@@ -74,12 +74,14 @@ class ModelSpec:
         if self.kind == "mlp":
             return mlp(math.prod(self.in_shape), self.hidden, self.out_dim)
         if len(self.in_shape) != 3:
-            raise ValueError(f"model 'conv4' needs image inputs (C, H, W); got input shape {self.in_shape}")
+            raise ValueError(
+                f"model 'conv4' needs image inputs (C, H, W); got input shape {self.in_shape}"
+            )
         c, h, _ = self.in_shape
         return Conv4(in_channels=c, hidden=self.channels, num_classes=self.out_dim, image_size=h)
 
     def init_params(self, seed: int) -> Params:
-        """Fresh parameters from PyTorch's default initialisation under ``seed`` (global RNG untouched)."""
+        """Fresh parameters: PyTorch's default init under ``seed`` (global RNG untouched)."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             module = self.build()
@@ -135,7 +137,8 @@ class Kernels:
 
 def make_kernels(spec: ModelSpec, kernel: Kernel, device: torch.device) -> Kernels:
     """``auto``: ``bmm`` for MLPs (hand-batched forward and inner gradient), ``vmap`` for
-    everything else; ``vmap``: ``vmap(functional_call)`` + autograd; ``loop``: the per-task fallback."""
+    everything else; ``vmap``: ``vmap(functional_call)`` + autograd; ``loop``: the per-task
+    fallback."""
     if kernel == "auto":
         kernel = "bmm" if spec.kind == "mlp" else "vmap"
     if kernel == "bmm":
@@ -183,12 +186,18 @@ class MetaGradJob:
     reptile_use_query: bool = True
     """Reptile trains on support and query points together (the paper's transductive setting)."""
     per_step_bn: int = 0
-    """MAML++ per-step BatchNorm: number of per-step copies ``bnstep<s>.<name>`` in the payload (0: off)."""
+    """MAML++ per-step BatchNorm: number of copies ``bnstep<s>.<name>`` in the payload (0: off)."""
 
     def step_view(self) -> StepView | None:
-        return per_step_view(self.model.bn_names(), self.per_step_bn, BN_PREFIX) if self.per_step_bn else None
+        return (
+            per_step_view(self.model.bn_names(), self.per_step_bn, BN_PREFIX)
+            if self.per_step_bn
+            else None
+        )
 
-    def __call__(self, payload: dict[str, torch.Tensor], specs: Sequence[TaskSpec], device: torch.device) -> ShardGrad:
+    def __call__(
+        self, payload: dict[str, torch.Tensor], specs: Sequence[TaskSpec], device: torch.device
+    ) -> ShardGrad:
         ep = build_episode(specs, device)
         payload = {k: v.to(device) for k, v in payload.items()}
         kernels = make_kernels(self.model, self.kernel, device)
@@ -197,8 +206,11 @@ class MetaGradJob:
         except RuntimeError as e:  # vmap cannot batch some op: redo the shard task by task
             if kernels.name == "loop":
                 raise
-            log.warning("vectorised (%s) meta-gradient failed (%s); falling back to a per-task loop",
-                        kernels.name, e)
+            log.warning(
+                "vectorised (%s) meta-gradient failed (%s); falling back to a per-task loop",
+                kernels.name,
+                e,
+            )
             return self.compute(payload, ep, make_kernels(self.model, "loop", device))
 
     def compute(self, payload: dict[str, torch.Tensor], ep: Episode, kernels: Kernels) -> ShardGrad:
@@ -220,25 +232,46 @@ class MetaGradJob:
                 post = task_losses(forward(at(res.params, self.rule.steps), x), y)
                 grads = {k: params[k].detach() - res.params[k].detach() for k in params}
         else:
-            res = adapt(params, ep.support_x, ep.support_y, forward, self.rule, lrs=lrs,
-                        create_graph=self.kind == "second_order", value_and_grad=vg, step_view=view)
+            res = adapt(
+                params,
+                ep.support_x,
+                ep.support_y,
+                forward,
+                self.rule,
+                lrs=lrs,
+                create_graph=self.kind == "second_order",
+                value_and_grad=vg,
+                step_view=view,
+            )
             post = task_losses(forward(at(res.params, self.rule.steps), ep.query_x), ep.query_y)
             grads = self._query_grads(post, res, leaves, lrs)
             post = post.detach()
-        return self._reduce(grads, res.ok & torch.isfinite(pre) & torch.isfinite(post), pre, post, kernels.name)
+        return self._reduce(
+            grads, res.ok & torch.isfinite(pre) & torch.isfinite(post), pre, post, kernels.name
+        )
 
-    def _query_grads(self, post: torch.Tensor, res: AdaptResult, leaves: Params, lrs: Params | None) -> Params:
+    def _query_grads(
+        self, post: torch.Tensor, res: AdaptResult, leaves: Params, lrs: Params | None
+    ) -> Params:
         if self.kind == "second_order":
             keys = list(leaves)
             gs = torch.autograd.grad(post.sum(), [leaves[k] for k in keys], allow_unused=True)
-            return {k: torch.zeros_like(leaves[k]) if g is None else g for k, g in zip(keys, gs, strict=True)}
+            return {
+                k: torch.zeros_like(leaves[k]) if g is None else g
+                for k, g in zip(keys, gs, strict=True)
+            }
         # first order: gradient at the adapted parameters (unadapted names: at the initial ones)
         keys = list(res.params)
         gs = torch.autograd.grad(post.sum(), [res.params[k] for k in keys], allow_unused=True)
-        return {k: torch.zeros_like(res.params[k]) if g is None else g for k, g in zip(keys, gs, strict=True)}
+        return {
+            k: torch.zeros_like(res.params[k]) if g is None else g
+            for k, g in zip(keys, gs, strict=True)
+        }
 
     @staticmethod
-    def _reduce(grads: Params, ok: torch.Tensor, pre: torch.Tensor, post: torch.Tensor, kernel: str) -> ShardGrad:
+    def _reduce(
+        grads: Params, ok: torch.Tensor, pre: torch.Tensor, post: torch.Tensor, kernel: str
+    ) -> ShardGrad:
         mask = ok & all_finite_per_task(list(grads.values()))
         if bool(mask.all()):
             grad_sum = {k: g.detach().sum(0).cpu() for k, g in grads.items()}
@@ -274,7 +307,9 @@ class EvalJob:
     per_step_bn: int = 0
     """As :attr:`MetaGradJob.per_step_bn` (steps beyond the last copy reuse it)."""
 
-    def __call__(self, payload: dict[str, torch.Tensor], specs: Sequence[TaskSpec], device: torch.device) -> ShardEval:
+    def __call__(
+        self, payload: dict[str, torch.Tensor], specs: Sequence[TaskSpec], device: torch.device
+    ) -> ShardEval:
         ep = build_episode(specs, device)
         payload = {k: v.to(device) for k, v in payload.items()}
         kernels = make_kernels(self.model, self.kernel, device)
@@ -283,8 +318,11 @@ class EvalJob:
         except RuntimeError as e:
             if kernels.name == "loop":
                 raise
-            log.warning("vectorised (%s) evaluation failed (%s); falling back to a per-task loop",
-                        kernels.name, e)
+            log.warning(
+                "vectorised (%s) evaluation failed (%s); falling back to a per-task loop",
+                kernels.name,
+                e,
+            )
             res = self._run(payload, ep, make_kernels(self.model, "loop", device))
         assert res.query_losses is not None
         accs = None if res.query_accs is None else res.query_accs.cpu()
@@ -293,9 +331,19 @@ class EvalJob:
     def _run(self, payload: dict[str, torch.Tensor], ep: Episode, kernels: Kernels) -> AdaptResult:
         leaves = stack_params(payload, ep.support_x.shape[0])
         params = {k: v for k, v in leaves.items() if not k.startswith(LR_PREFIX)}
-        lrs = {k[len(LR_PREFIX) :]: v.detach() for k, v in leaves.items() if k.startswith(LR_PREFIX)} or None
-        return adapt(params, ep.support_x, ep.support_y, kernels.forward, self.rule, lrs=lrs,
-                     query=(ep.query_x, ep.query_y), value_and_grad=kernels.value_and_grad,
-                     step_view=per_step_view(self.model.bn_names(), self.per_step_bn, BN_PREFIX)
-                     if self.per_step_bn else None)
-
+        lrs = {
+            k[len(LR_PREFIX) :]: v.detach() for k, v in leaves.items() if k.startswith(LR_PREFIX)
+        } or None
+        return adapt(
+            params,
+            ep.support_x,
+            ep.support_y,
+            kernels.forward,
+            self.rule,
+            lrs=lrs,
+            query=(ep.query_x, ep.query_y),
+            value_and_grad=kernels.value_and_grad,
+            step_view=per_step_view(self.model.bn_names(), self.per_step_bn, BN_PREFIX)
+            if self.per_step_bn
+            else None,
+        )

@@ -32,22 +32,10 @@ ValueAndGrad = Callable[
     tuple[torch.Tensor, dict[str, torch.Tensor]],
 ]
 """``(params, x, y, names) -> (per-task losses [T], {name: gradient [T, ...]})`` written with
-ordinary ops (so it is differentiable without a double backward); see :mod:`metaplat.inner.kernels`."""
+ordinary ops (so it is differentiable without a double backward); see
+:mod:`metaplat.inner.kernels`."""
 StepView = Callable[[Mapping[str, torch.Tensor], int], Mapping[str, torch.Tensor]]
 """``(params, inner step) -> the parameters the model uses at that step`` (per-step BatchNorm)."""
-
-
-def per_step_view(names: Sequence[str], num_sets: int, prefix: str = "bnstep") -> StepView:
-    """MAML++ per-step parameters: at inner step ``s`` the model's parameter ``n`` (one of
-    ``names``) is ``params[f"{prefix}{min(s, num_sets - 1)}.{n}"]``; other entries pass through
-    and the per-step copies are hidden from the model."""
-    def view(p: Mapping[str, torch.Tensor], step: int) -> Mapping[str, torch.Tensor]:
-        k = min(step, num_sets - 1)
-        out = {n: v for n, v in p.items() if not n.startswith(prefix)}
-        out.update({n: p[f"{prefix}{k}.{n}"] for n in names})
-        return out
-
-    return view
 InnerOptimizer = Literal["sgd", "adam"]
 
 
@@ -93,6 +81,20 @@ def loop_forward(module: nn.Module, flatten: bool = False) -> Forward:
     return fwd
 
 
+def per_step_view(names: Sequence[str], num_sets: int, prefix: str = "bnstep") -> StepView:
+    """MAML++ per-step parameters: at inner step ``s`` the model's parameter ``n`` (one of
+    ``names``) is ``params[f"{prefix}{min(s, num_sets - 1)}.{n}"]``; other entries pass through
+    and the per-step copies are hidden from the model."""
+
+    def view(p: Mapping[str, torch.Tensor], step: int) -> Mapping[str, torch.Tensor]:
+        k = min(step, num_sets - 1)
+        out = {n: v for n, v in p.items() if not n.startswith(prefix)}
+        out.update({n: p[f"{prefix}{k}.{n}"] for n in names})
+        return out
+
+    return view
+
+
 # -- the inner loop -----------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class InnerRule:
@@ -126,7 +128,7 @@ class AdaptResult:
 
 
 def clip_per_task(grads: Sequence[torch.Tensor], max_norm: float) -> list[torch.Tensor]:
-    """Scale each task's gradients (slice ``t`` of every tensor) to global L2 norm ``<= max_norm``."""
+    """Scale each task's gradients (slice ``t`` of every tensor) to global L2 norm <= max_norm."""
     sq = sum(g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads)
     norm = torch.as_tensor(sq).sqrt()
     scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
@@ -202,7 +204,11 @@ def adapt(
                 grads = [gd0[n] for n in names]
             else:
                 losses = task_losses(forward(view(step), x), y)
-                grads = list(torch.autograd.grad(losses.sum(), [p[n] for n in names], create_graph=create_graph))
+                grads = list(
+                    torch.autograd.grad(
+                        losses.sum(), [p[n] for n in names], create_graph=create_graph
+                    )
+                )
             step_losses.append(losses.detach())
             if rule.grad_clip is not None:
                 grads = clip_per_task(grads, rule.grad_clip)
@@ -211,7 +217,9 @@ def adapt(
                 p, opt = adam_update(p, gd, opt, rule.lr, rule.betas)
             else:
                 p = {
-                    k: (v - (lrs[k] if lrs is not None and k in lrs else rule.lr) * gd[k]) if k in gd else v
+                    k: (v - (lrs[k] if lrs is not None and k in lrs else rule.lr) * gd[k])
+                    if k in gd
+                    else v
                     for k, v in p.items()
                 }
             if not create_graph:
@@ -227,7 +235,9 @@ def adapt(
     # checking the losses of every step and the final parameters catches every failure with
     # two fused checks instead of one per tensor per step.
     if step_losses:
-        ok = torch.isfinite(torch.stack(step_losses, 1)).all(1) & all_finite_per_task([p[n] for n in names])
+        ok = torch.isfinite(torch.stack(step_losses, 1)).all(1) & all_finite_per_task(
+            [p[n] for n in names]
+        )
     return AdaptResult(
         params=p,
         ok=ok,
@@ -236,7 +246,9 @@ def adapt(
     )
 
 
-def stack_params(params: Mapping[str, torch.Tensor], num_tasks: int, requires_grad: bool = True) -> Params:
+def stack_params(
+    params: Mapping[str, torch.Tensor], num_tasks: int, requires_grad: bool = True
+) -> Params:
     """Copy meta-parameters into per-task leaves ``[T, *shape]`` (gradients then come per task)."""
     return {
         k: v.detach().unsqueeze(0).repeat(num_tasks, *([1] * v.dim())).requires_grad_(requires_grad)

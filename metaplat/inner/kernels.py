@@ -19,7 +19,9 @@ import torch.nn.functional as F
 from metaplat.inner.adapt import Forward, ValueAndGrad
 
 
-def _layers(x: torch.Tensor, p: Mapping[str, torch.Tensor], num_linear: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def _layers(
+    x: torch.Tensor, p: Mapping[str, torch.Tensor], num_linear: int
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Output and the input of every layer (``acts[i]`` feeds Linear ``i``)."""
     h, acts = x, []
     for i in range(num_linear):
@@ -32,7 +34,8 @@ def _layers(x: torch.Tensor, p: Mapping[str, torch.Tensor], num_linear: int) -> 
 
 def mlp_bmm_forward(num_linear: int, flatten: bool = False) -> Forward:
     """Forward of ``metaplat.nn.backbones.mlp`` (ReLU, ``num_linear`` Linear layers at even
-    indices ``0, 2, 4, ...`` of the Sequential) over stacked params ``{"0.weight": [T, out, in], ...}``.
+    indices ``0, 2, 4, ...`` of the Sequential) over stacked params
+    ``{"0.weight": [T, out, in], ...}``.
 
     ``x: [T, N, in]`` (or ``[T, N, *image]`` with ``flatten``) -> ``[T, N, out]``.
     """
@@ -47,8 +50,9 @@ def mlp_value_and_grad(num_linear: int, flatten: bool = False) -> ValueAndGrad:
     """Per-task losses ``[T]`` and their gradients for the names asked (MSE or cross-entropy,
     as :func:`metaplat.inner.adapt.task_losses`), written out layer by layer."""
 
-    def vg(p: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-           names: Sequence[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def vg(
+        p: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, names: Sequence[str]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         out, acts = _layers(x.flatten(2) if flatten else x, p, num_linear)
         t = out.shape[0]
         if y.is_floating_point():
@@ -67,7 +71,9 @@ def mlp_value_and_grad(num_linear: int, flatten: bool = False) -> ValueAndGrad:
             if i > lowest:
                 # ReLU's derivative, with the op autograd itself uses (a float mask; multiplying
                 # by a bool mask costs 3x more on CPU); it is differentiable, its own derivative.
-                dz = torch.ops.aten.threshold_backward(torch.bmm(dz, p[f"{2 * i}.weight"]), acts[i], 0)
+                dz = torch.ops.aten.threshold_backward(
+                    torch.bmm(dz, p[f"{2 * i}.weight"]), acts[i], 0
+                )
         return losses, {n: grads[n] for n in names}
 
     return vg

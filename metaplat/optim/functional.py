@@ -17,7 +17,9 @@ import torch
 Params = dict[str, torch.Tensor]
 
 
-def sgd_update(params: Mapping[str, torch.Tensor], grads: Mapping[str, torch.Tensor], lr: float) -> Params:
+def sgd_update(
+    params: Mapping[str, torch.Tensor], grads: Mapping[str, torch.Tensor], lr: float
+) -> Params:
     """``p - lr * g`` for every name in ``grads`` (other entries pass through unchanged)."""
     return {k: (v - lr * grads[k]) if k in grads else v for k, v in params.items()}
 
@@ -57,10 +59,14 @@ def adam_update(
     g = [grads[k] for k in keys]
     # torch._foreach_* (not in-place variants): one dispatch per formula term for all tensors
     m = torch._foreach_add(torch._foreach_mul([state.m[k] for k in keys], b1), g, alpha=1 - b1)
-    v = torch._foreach_addcmul(torch._foreach_mul([state.v[k] for k in keys], b2), g, g, value=1 - b2)
+    v = torch._foreach_addcmul(
+        torch._foreach_mul([state.v[k] for k in keys], b2), g, g, value=1 - b2
+    )
     # torch.optim.Adam's formula: p - lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps)
     denom = torch._foreach_add(torch._foreach_div(torch._foreach_sqrt(v), math.sqrt(bc2)), eps)
-    new = torch._foreach_sub([params[k] for k in keys], torch._foreach_div(m, denom), alpha=lr / bc1)
+    new = torch._foreach_sub(
+        [params[k] for k in keys], torch._foreach_div(m, denom), alpha=lr / bc1
+    )
     new_p, new_m, new_v = dict(params), dict(state.m), dict(state.v)
     for i, k in enumerate(keys):
         new_p[k], new_m[k], new_v[k] = new[i], m[i], v[i]

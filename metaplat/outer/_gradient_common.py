@@ -86,29 +86,63 @@ class GradientConfig:
     (not adapted in the inner loop); needs a model with BatchNorm (conv4)."""
 
     def __post_init__(self) -> None:
-        for f in ("meta_batch_size", "inner_steps", "conv_channels", "eval_tasks", "eval_batch_size"):
+        for f in (
+            "meta_batch_size",
+            "inner_steps",
+            "conv_channels",
+            "eval_tasks",
+            "eval_batch_size",
+        ):
             v = getattr(self, f)
-            _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f, v, "an integer >= 1")
-        _check(isinstance(self.eval_inner_steps, int) and self.eval_inner_steps >= 0,
-               "eval_inner_steps", self.eval_inner_steps, "an integer >= 0")
+            _check(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 1, f, v, "an integer >= 1"
+            )
+        _check(
+            isinstance(self.eval_inner_steps, int) and self.eval_inner_steps >= 0,
+            "eval_inner_steps",
+            self.eval_inner_steps,
+            "an integer >= 0",
+        )
         for f in ("inner_lr", "outer_lr"):
             v = getattr(self, f)
-            _check(isinstance(v, (int, float)) and math.isfinite(v) and v > 0, f, v, "a finite number > 0")
-        _check(self.outer_optimizer in _OUTER_OPTIMIZERS, "outer_optimizer", self.outer_optimizer,
-               f"one of {', '.join(_OUTER_OPTIMIZERS)}")
+            _check(
+                isinstance(v, (int, float)) and math.isfinite(v) and v > 0,
+                f,
+                v,
+                "a finite number > 0",
+            )
+        _check(
+            self.outer_optimizer in _OUTER_OPTIMIZERS,
+            "outer_optimizer",
+            self.outer_optimizer,
+            f"one of {', '.join(_OUTER_OPTIMIZERS)}",
+        )
         _check(self.model in _MODELS, "model", self.model, f"one of {', '.join(_MODELS)}")
         c = self.inner_grad_clip
-        _check(c is None or (isinstance(c, (int, float)) and c > 0), "inner_grad_clip", c, "null or a number > 0")
+        _check(
+            c is None or (isinstance(c, (int, float)) and c > 0),
+            "inner_grad_clip",
+            c,
+            "null or a number > 0",
+        )
         object.__setattr__(self, "hidden", tuple(self.hidden))
-        _check(all(isinstance(h, int) and h >= 1 for h in self.hidden), "hidden", self.hidden,
-               "a list of integers >= 1")
-        _check(not self.per_step_bn or self.model == "conv4", "per_step_bn", self.per_step_bn,
-               "false unless model is conv4 (the MLP has no BatchNorm)")
+        _check(
+            all(isinstance(h, int) and h >= 1 for h in self.hidden),
+            "hidden",
+            self.hidden,
+            "a list of integers >= 1",
+        )
+        _check(
+            not self.per_step_bn or self.model == "conv4",
+            "per_step_bn",
+            self.per_step_bn,
+            "false unless model is conv4 (the MLP has no BatchNorm)",
+        )
 
 
 @dataclasses.dataclass
 class GradientState:
-    """Meta-parameters and the outer optimizer's state (tensors and ints: ``weights_only`` loads)."""
+    """Meta-parameters and the outer optimizer's state (tensors and ints: loads weights-only)."""
 
     params: dict[str, torch.Tensor]
     """Meta-parameters: the initial weights (and Meta-SGD's ``lr.<name>`` rates)."""
@@ -119,7 +153,7 @@ class GradientState:
     opt_step: int
     """Outer optimizer steps taken."""
     iteration: int
-    """Outer iterations done (task sampling of iteration ``i`` is seeded by ``(seed, "train", i)``)."""
+    """Outer iterations done (iteration ``i`` samples its tasks with ``rng(seed, "train", i)``)."""
 
 
 def model_spec_for(family: TaskFamily, config: GradientConfig) -> ModelSpec:
@@ -130,8 +164,13 @@ def model_spec_for(family: TaskFamily, config: GradientConfig) -> ModelSpec:
         out_dim = math.prod(ep.support_y.shape[1:]) or 1
     else:
         out_dim = int(family.config().get("num_ways", int(ep.support_y.max()) + 1))
-    return ModelSpec(kind=config.model, in_shape=in_shape, out_dim=out_dim, hidden=config.hidden,
-                     channels=config.conv_channels)
+    return ModelSpec(
+        kind=config.model,
+        in_shape=in_shape,
+        out_dim=out_dim,
+        hidden=config.hidden,
+        channels=config.conv_channels,
+    )
 
 
 class GradientMethod(OuterLoop[GradientConfig, GradientState]):
@@ -143,14 +182,20 @@ class GradientMethod(OuterLoop[GradientConfig, GradientState]):
 
     def __init__(self, config: GradientConfig, family: TaskFamily, pool: Pool, seed: int):
         if not isinstance(config, self.Config):
-            raise TypeError(f"method {self.name!r} needs a {self.Config.__qualname__}, got {type(config).__name__}")
+            raise TypeError(
+                f"method {self.name!r} needs a {self.Config.__qualname__}, "
+                f"got {type(config).__name__}"
+            )
         super().__init__(config, family, pool, seed)
         self.model = model_spec_for(family, config)
         kernel = "auto" if config.vectorize else "loop"
         bn_sets = config.inner_steps + 1 if config.per_step_bn else 0
-        self.train_job = MetaGradJob(self.model, self.inner_rule(train=True), self.grad_kind(), kernel,
-                                     per_step_bn=bn_sets)
-        self.eval_job = EvalJob(self.model, self.inner_rule(train=False), kernel, per_step_bn=bn_sets)
+        self.train_job = MetaGradJob(
+            self.model, self.inner_rule(train=True), self.grad_kind(), kernel, per_step_bn=bn_sets
+        )
+        self.eval_job = EvalJob(
+            self.model, self.inner_rule(train=False), kernel, per_step_bn=bn_sets
+        )
 
     # -- hooks ---------------------------------------------------------------------------
     def grad_kind(self) -> GradKind:
@@ -161,15 +206,23 @@ class GradientMethod(OuterLoop[GradientConfig, GradientState]):
         names = None
         if c.per_step_bn:  # the per-step BN copies are meta-learned only
             names = tuple(n for n in self.model.param_names() if n not in self.model.bn_names())
-        return InnerRule(steps=c.inner_steps if train else c.eval_inner_steps, lr=c.inner_lr,
-                         names=names, grad_clip=c.inner_grad_clip)
+        return InnerRule(
+            steps=c.inner_steps if train else c.eval_inner_steps,
+            lr=c.inner_lr,
+            names=names,
+            grad_clip=c.inner_grad_clip,
+        )
 
     def init_meta_params(self) -> Params:
         params = self.model.init_params(derive_seed(self.seed, "init"))
         if not self.config.per_step_bn:
             return params
         bn = self.model.bn_names()
-        copies = {f"{BN_PREFIX}{s}.{n}": params[n].clone() for s in range(self.config.inner_steps + 1) for n in bn}
+        copies = {
+            f"{BN_PREFIX}{s}.{n}": params[n].clone()
+            for s in range(self.config.inner_steps + 1)
+            for n in bn
+        }
         return {k: v for k, v in params.items() if k not in bn} | copies
 
     # -- the contract ----------------------------------------------------------------------
@@ -182,12 +235,15 @@ class GradientMethod(OuterLoop[GradientConfig, GradientState]):
 
     def step(self, state: GradientState) -> tuple[GradientState, Metrics]:
         c = self.config
-        specs = self.family.sample(rng(self.seed, "train", state.iteration), "train", c.meta_batch_size)
+        specs = self.family.sample(
+            rng(self.seed, "train", state.iteration), "train", c.meta_batch_size
+        )
         shards: list[ShardGrad] = self.pool.map(self.train_job, state.params, specs)
         num_ok = sum(s.num_ok for s in shards)
         if num_ok == 0:
             raise RuntimeError(
-                f"{self.name}: all {len(specs)} tasks of iteration {state.iteration} had non-finite "
+                f"{self.name}: all {len(specs)} tasks of iteration {state.iteration} had "
+                "non-finite "
                 f"losses or gradients; lower inner_lr ({c.inner_lr}) or outer_lr ({c.outer_lr}), "
                 f"or set inner_grad_clip"
             )
@@ -209,9 +265,16 @@ class GradientMethod(OuterLoop[GradientConfig, GradientState]):
     def apply_update(self, state: GradientState, grad: Params) -> GradientState:
         c = self.config
         if c.outer_optimizer == "sgd":
-            return GradientState(sgd_update(state.params, grad, c.outer_lr), {}, {}, state.opt_step + 1,
-                                 state.iteration + 1)
-        params, a = adam_update(state.params, grad, AdamState(state.opt_step, state.opt_m, state.opt_v), c.outer_lr)
+            return GradientState(
+                sgd_update(state.params, grad, c.outer_lr),
+                {},
+                {},
+                state.opt_step + 1,
+                state.iteration + 1,
+            )
+        params, a = adam_update(
+            state.params, grad, AdamState(state.opt_step, state.opt_m, state.opt_v), c.outer_lr
+        )
         return GradientState(params, a.m, a.v, a.step, state.iteration + 1)
 
     def evaluate(self, state: GradientState, split: Split, num_tasks: int | None = None) -> Metrics:
@@ -222,7 +285,11 @@ class GradientMethod(OuterLoop[GradientConfig, GradientState]):
         for i in range(0, n, c.eval_batch_size):
             parts += self.pool.map(self.eval_job, state.params, specs[i : i + c.eval_batch_size])
         losses = torch.cat([p.losses for p in parts])  # [n, steps + 1]
-        accs = None if parts[0].accs is None else torch.cat([p.accs for p in parts if p.accs is not None])
+        accs = (
+            None
+            if parts[0].accs is None
+            else torch.cat([p.accs for p in parts if p.accs is not None])
+        )
         ok = torch.isfinite(losses).all(1)
         losses = losses[ok]
         out: Metrics = {f"{split}/failed_tasks": float((~ok).sum()), f"{split}/num_tasks": float(n)}
@@ -230,7 +297,9 @@ class GradientMethod(OuterLoop[GradientConfig, GradientState]):
         out[f"{split}/post_loss"], out[f"{split}/post_loss_ci95"] = mean_ci95(losses[:, -1].numpy())
         if accs is None:
             out[f"{split}/pre_mse"] = out[f"{split}/pre_loss"]
-            out[f"{split}/post_mse"], out[f"{split}/post_mse_ci95"] = mean_ci95(losses[:, -1].numpy())
+            out[f"{split}/post_mse"], out[f"{split}/post_mse_ci95"] = mean_ci95(
+                losses[:, -1].numpy()
+            )
             curve, key = losses.mean(0), "mse"
         else:
             accs = accs[ok]
@@ -240,4 +309,3 @@ class GradientMethod(OuterLoop[GradientConfig, GradientState]):
         for k in range(1, losses.shape[1]):
             out[f"{split}/{key}_step{k}"] = float(curve[k])
         return out
-

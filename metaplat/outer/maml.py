@@ -33,7 +33,9 @@ class FOMAMLConfig(GradientConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.first_order:
-            raise ValueError("first_order=False is not allowed for fomaml; use method 'maml' instead")
+            raise ValueError(
+                "first_order=False is not allowed for fomaml; use method 'maml' instead"
+            )
 
 
 class MAML(GradientMethod):

@@ -30,8 +30,12 @@ class MetaSGDConfig(GradientConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(not self.first_order, "first_order", self.first_order,
-               "false for metasgd (the rates only get gradients through the inner step)")
+        _check(
+            not self.first_order,
+            "first_order",
+            self.first_order,
+            "false for metasgd (the rates only get gradients through the inner step)",
+        )
 
 
 class MetaSGD(GradientMethod):

@@ -46,9 +46,24 @@ class ReptileConfig(GradientConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check(self.inner_optimizer in ("sgd", "adam"), "inner_optimizer", self.inner_optimizer, "sgd or adam")
-        _check(0.0 <= self.inner_adam_beta1 < 1.0, "inner_adam_beta1", self.inner_adam_beta1, "in [0, 1)")
-        _check(self.first_order, "first_order", self.first_order, "true for reptile (it is first order)")
+        _check(
+            self.inner_optimizer in ("sgd", "adam"),
+            "inner_optimizer",
+            self.inner_optimizer,
+            "sgd or adam",
+        )
+        _check(
+            0.0 <= self.inner_adam_beta1 < 1.0,
+            "inner_adam_beta1",
+            self.inner_adam_beta1,
+            "in [0, 1)",
+        )
+        _check(
+            self.first_order,
+            "first_order",
+            self.first_order,
+            "true for reptile (it is first order)",
+        )
 
 
 class Reptile(GradientMethod):
@@ -59,13 +74,17 @@ class Reptile(GradientMethod):
 
     def __init__(self, config: ReptileConfig, *args, **kwargs):  # type: ignore[no-untyped-def]
         super().__init__(config, *args, **kwargs)
-        self.train_job = dataclasses.replace(self.train_job, reptile_use_query=config.train_on_query)
+        self.train_job = dataclasses.replace(
+            self.train_job, reptile_use_query=config.train_on_query
+        )
 
     def grad_kind(self) -> GradKind:
         return "reptile"
 
     def inner_rule(self, train: bool) -> InnerRule:
         c: ReptileConfig = self.config  # type: ignore[assignment]
-        return dataclasses.replace(super().inner_rule(train), optimizer=c.inner_optimizer,
-                                   betas=(c.inner_adam_beta1, 0.999))
-
+        return dataclasses.replace(
+            super().inner_rule(train),
+            optimizer=c.inner_optimizer,
+            betas=(c.inner_adam_beta1, 0.999),
+        )
