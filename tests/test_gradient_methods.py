@@ -376,3 +376,13 @@ def test_jobs_and_results_pickle_for_remote_workers(method: str) -> None:
         assert torch.equal(res.grad_sum[k], direct.grad_sum[k])
     ev = pickle.loads(pickle.dumps(pickle.loads(pickle.dumps(m.eval_job))(s.params, specs, CPU)))
     assert ev.losses.shape == (3, 3)
+
+
+def test_evaluation_does_not_depend_on_chunking_or_workers() -> None:
+    a = make("maml", eval_tasks=7)
+    b = make("maml", eval_tasks=7, workers=3, eval_batch_size=2)
+    s = a.init()
+    ea, eb = a.evaluate(s, "test"), b.evaluate(s, "test")
+    assert ea.keys() == eb.keys()
+    for k in ea:
+        assert ea[k] == pytest.approx(eb[k], rel=1e-6, abs=1e-9), k

@@ -24,6 +24,7 @@ from metaplat.estimators.backprop import (
     BN_PREFIX,
     EvalJob,
     GradKind,
+    Kernel,
     MetaGradJob,
     ModelSpec,
     ShardEval,
@@ -156,6 +157,14 @@ class GradientState:
     """Outer iterations done (iteration ``i`` samples its tasks with ``rng(seed, "train", i)``)."""
 
 
+def _sum_in_order(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Left-to-right sum (shard results in task order, so a seed reproduces bit for bit)."""
+    total = tensors[0]
+    for t in tensors[1:]:
+        total = total + t
+    return total
+
+
 def model_spec_for(family: TaskFamily, config: GradientConfig) -> ModelSpec:
     """The learner for ``family``: input shape and output size read off one built episode."""
     ep = family.build(family.spec(0, "train"))  # seed 0 belongs to the train split
@@ -188,7 +197,7 @@ class GradientMethod(OuterLoop[GradientConfig, GradientState]):
             )
         super().__init__(config, family, pool, seed)
         self.model = model_spec_for(family, config)
-        kernel = "auto" if config.vectorize else "loop"
+        kernel: Kernel = "auto" if config.vectorize else "loop"
         bn_sets = config.inner_steps + 1 if config.per_step_bn else 0
         self.train_job = MetaGradJob(
             self.model, self.inner_rule(train=True), self.grad_kind(), kernel, per_step_bn=bn_sets
@@ -243,16 +252,15 @@ class GradientMethod(OuterLoop[GradientConfig, GradientState]):
         if num_ok == 0:
             raise RuntimeError(
                 f"{self.name}: all {len(specs)} tasks of iteration {state.iteration} had "
-                "non-finite "
-                f"losses or gradients; lower inner_lr ({c.inner_lr}) or outer_lr ({c.outer_lr}), "
-                f"or set inner_grad_clip"
+                f"non-finite losses or gradients; lower inner_lr ({c.inner_lr}) or outer_lr "
+                f"({c.outer_lr}), or set inner_grad_clip"
             )
-        grad = {k: sum(s.grad_sum[k] for s in shards) / num_ok for k in state.params}  # task order
+        grad = {k: _sum_in_order([s.grad_sum[k] for s in shards]) / num_ok for k in state.params}
         ok = torch.cat([s.ok for s in shards])
         pre = torch.cat([s.pre_loss for s in shards])[ok]
         post = torch.cat([s.post_loss for s in shards])[ok]
         new = self.apply_update(state, grad)
-        gnorm = torch.sqrt(sum(g.pow(2).sum() for g in grad.values()))  # type: ignore[arg-type]
+        gnorm = _sum_in_order([g.pow(2).sum() for g in grad.values()]).sqrt()
         metrics = {
             "train/pre_loss": float(pre.mean()),
             "train/post_loss": float(post.mean()),
