@@ -146,6 +146,32 @@ def all_finite_per_task(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.isfinite(torch.as_tensor(total))
 
 
+def sgd_step(
+    p: Mapping[str, torch.Tensor],
+    grads: Mapping[str, torch.Tensor],
+    lr: float,
+    lrs: Mapping[str, torch.Tensor] | None = None,
+) -> Params:
+    """``p - lr * g`` (or ``p - lrs ∘ g`` for names with a learned rate) for the names in ``grads``.
+
+    One differentiable ``torch._foreach_*`` call per kind of rate instead of two ops per tensor
+    (measured ~6% of a 5-step second-order MAML iteration on a 2x40 MLP).
+    """
+    out = dict(p)
+    fixed = [k for k in grads if lrs is None or k not in lrs]
+    if fixed:
+        new = torch._foreach_add([p[k] for k in fixed], [grads[k] for k in fixed], alpha=-lr)
+        out.update(zip(fixed, new, strict=True))
+    learned = [k for k in grads if lrs is not None and k in lrs]
+    if learned and lrs is not None:
+        g = [grads[k] for k in learned]
+        new = torch._foreach_addcmul(
+            [p[k] for k in learned], [lrs[k] for k in learned], g, value=-1
+        )
+        out.update(zip(learned, new, strict=True))
+    return out
+
+
 def adapt(
     params: Mapping[str, torch.Tensor],
     x: torch.Tensor,
@@ -216,12 +242,7 @@ def adapt(
             if opt is not None:
                 p, opt = adam_update(p, gd, opt, rule.lr, rule.betas)
             else:
-                p = {
-                    k: (v - (lrs[k] if lrs is not None and k in lrs else rule.lr) * gd[k])
-                    if k in gd
-                    else v
-                    for k, v in p.items()
-                }
+                p = sgd_step(p, gd, rule.lr, lrs)
             if not create_graph:
                 p = {k: (v.detach().requires_grad_() if k in gd else v) for k, v in p.items()}
                 if opt is not None:
