@@ -262,7 +262,7 @@ def test_classification_episodes(method: str, model: str) -> None:
     )
     assert m.model.out_dim == 3 and m.model.in_shape == (1, 16, 16)
     s, met = m.step(m.init())
-    assert math.isfinite(met["train/post_loss"])
+    assert math.isfinite(met["train/post_loss"]) and 0.0 <= met["train/post_acc"] <= 1.0
     ev = m.evaluate(s, "test")
     assert 0.0 <= ev["test/post_acc"] <= 1.0 and "test/acc_step2" in ev and "test/pre_acc" in ev
 

@@ -37,6 +37,7 @@ from metaplat.inner.adapt import (
     loop_forward,
     per_step_view,
     stack_params,
+    task_accuracies,
     task_losses,
     vmap_forward,
 )
@@ -167,6 +168,8 @@ class ShardGrad:
     """``[n]`` bool, finite tasks."""
     kernel: str
     """Which forward ran (``bmm``, ``vmap`` or ``loop``); a fallback is logged on the worker."""
+    post_acc: torch.Tensor | None = None
+    """``[n]`` accuracy after adaptation (classification only)."""
 
 
 def build_episode(specs: Sequence[TaskSpec], device: torch.device) -> Episode:
@@ -223,6 +226,7 @@ class MetaGradJob:
         lrs = {k[len(LR_PREFIX) :]: v for k, v in leaves.items() if k.startswith(LR_PREFIX)} or None
         with torch.no_grad():
             pre = task_losses(forward(at(params, 0), ep.query_x), ep.query_y)
+        acc = None
         if self.kind == "reptile":
             x, y = ep.support_x, ep.support_y
             if self.reptile_use_query:
@@ -243,12 +247,16 @@ class MetaGradJob:
                 value_and_grad=vg,
                 step_view=view,
             )
-            post = task_losses(forward(at(res.params, self.rule.steps), ep.query_x), ep.query_y)
+            out = forward(at(res.params, self.rule.steps), ep.query_x)
+            post = task_losses(out, ep.query_y)
             grads = self._query_grads(post, res, leaves, lrs)
             post = post.detach()
-        return self._reduce(
+            if not ep.query_y.is_floating_point():
+                acc = task_accuracies(out.detach(), ep.query_y).cpu()
+        result = self._reduce(
             grads, res.ok & torch.isfinite(pre) & torch.isfinite(post), pre, post, kernels.name
         )
+        return dataclasses.replace(result, post_acc=acc)
 
     def _query_grads(
         self, post: torch.Tensor, res: AdaptResult, leaves: Params, lrs: Params | None

@@ -259,6 +259,12 @@ class GradientMethod(OuterLoop[GradientConfig, GradientState]):
         ok = torch.cat([s.ok for s in shards])
         pre = torch.cat([s.pre_loss for s in shards])[ok]
         post = torch.cat([s.post_loss for s in shards])[ok]
+        if shards[0].post_acc is not None:
+            metrics_acc = {
+                "train/post_acc": float(torch.cat([s.post_acc for s in shards])[ok].mean())
+            }
+        else:
+            metrics_acc = {}
         new = self.apply_update(state, grad)
         gnorm = _sum_in_order([g.pow(2).sum() for g in grad.values()]).sqrt()
         metrics = {
@@ -267,7 +273,7 @@ class GradientMethod(OuterLoop[GradientConfig, GradientState]):
             "train/failed_tasks": float(len(specs) - num_ok),
             "train/meta_grad_norm": float(gnorm),
             "train/iteration": float(new.iteration),
-        }
+        } | metrics_acc
         return new, metrics
 
     def apply_update(self, state: GradientState, grad: Params) -> GradientState:
