@@ -259,12 +259,8 @@ class GradientMethod(OuterLoop[GradientConfig, GradientState]):
         ok = torch.cat([s.ok for s in shards])
         pre = torch.cat([s.pre_loss for s in shards])[ok]
         post = torch.cat([s.post_loss for s in shards])[ok]
-        if shards[0].post_acc is not None:
-            metrics_acc = {
-                "train/post_acc": float(torch.cat([s.post_acc for s in shards])[ok].mean())
-            }
-        else:
-            metrics_acc = {}
+        accs = [s.post_acc for s in shards if s.post_acc is not None]
+        metrics_acc = {"train/post_acc": float(torch.cat(accs)[ok].mean())} if accs else {}
         new = self.apply_update(state, grad)
         gnorm = _sum_in_order([g.pow(2).sum() for g in grad.values()]).sqrt()
         metrics = {
