@@ -5,9 +5,10 @@
 order through 5 and 10 inner steps. Each cell runs in a fresh subprocess; its peak resident
 set size (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) minus the peak of an identical
 subprocess that stops right before the meta-gradient is the figure (MiB). ``vmap`` batches
-the tasks of the shard in one graph; ``loop`` runs them one after another inside the same
-graph (what the per-task fallback does), so both hold every task's inner-loop graph until
-the backward; the difference is the batched intermediates.
+the tasks of the shard in one graph; ``grouped`` (the default for Conv4) is the hand-batched
+grouped-convolution kernel; ``loop`` runs the tasks one after another inside the same graph
+(what the per-task fallback does). All three hold every task's inner-loop graph until the
+backward; the differences are the batched intermediates.
 
     PYTHONPATH=. python benchmarks/maml_memory.py [--tasks 8] [--queries 15]
 """
@@ -80,22 +81,25 @@ def main() -> None:
         k, s, t, q, r = args.cell
         print(json.dumps(cell(k, int(s), int(t), int(q), bool(int(r)))))
         return
+    kernels = ("loop", "vmap", "grouped")
     print(
         f"second-order MAML, Conv4-64, 5-way 1-shot 28x28, {args.queries} queries/class, "
-        f"{args.tasks} tasks per shard; peak RSS above setup (MiB), one subprocess per cell"
+        f"{args.tasks} tasks per shard; peak RSS above setup (MiB) and seconds for one "
+        "meta-gradient, one subprocess per cell; ratios relative to the per-task loop"
     )
-    print(
-        f"{'steps':>5} {'loop MiB':>9} {'vmap MiB':>9} {'vmap/loop':>9} {'loop s':>7} {'vmap s':>7}"
-    )
+    head = " ".join(f"{k + ' MiB':>12} {k + ' s':>10}" for k in kernels)
+    print(f"{'steps':>5} {head} {'vmap/loop':>9} {'grouped/loop':>12}")
     for steps in (5, 10):
         row = {}
-        for kernel in ("loop", "vmap"):
+        for kernel in kernels:
             base = measure(kernel, steps, args.tasks, args.queries, run=False)
             full = measure(kernel, steps, args.tasks, args.queries, run=True)
             row[kernel] = (full["maxrss_mib"] - base["maxrss_mib"], full["seconds"])
-        (lm, ls), (vm, vs) = row["loop"], row["vmap"]
+        cells = " ".join(f"{row[k][0]:>12.0f} {row[k][1]:>10.1f}" for k in kernels)
+        lm = row["loop"][0]
         print(
-            f"{steps:>5} {lm:>9.0f} {vm:>9.0f} {vm / lm:>8.2f}x {ls:>7.1f} {vs:>7.1f}", flush=True
+            f"{steps:>5} {cells} {row['vmap'][0] / lm:>8.2f}x {row['grouped'][0] / lm:>11.2f}x",
+            flush=True,
         )
 
 

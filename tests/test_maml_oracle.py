@@ -146,7 +146,7 @@ def test_classification_maml_mlp_equals_reference(kernel: str) -> None:
     assert_dicts_close(res.grad_sum, ref)
 
 
-@pytest.mark.parametrize("kernel", ("vmap", "loop"))
+@pytest.mark.parametrize("kernel", ("grouped", "vmap", "loop"))
 def test_classification_maml_conv4_equals_reference(kernel: str) -> None:
     """Cross-entropy on int labels, Conv4 with batch-statistics BatchNorm, vmap and loop."""
     ep = image_episode()
@@ -273,7 +273,7 @@ def test_vmap_and_loop_outer_steps_agree() -> None:
     assert_dicts_close(sa.params, sb.params, atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("kernel", ("vmap", "loop"))
+@pytest.mark.parametrize("kernel", ("grouped", "vmap", "loop"))
 def test_per_step_bn_copies_sum_to_the_shared_bn_gradient(kernel: str) -> None:
     """MAML++ per-step BN with identical copies: the copies' meta-gradients add up to the
     gradient of shared (non-adapted) BN parameters, and the rest equals that MAML's."""

@@ -41,7 +41,7 @@ from metaplat.inner.adapt import (
     task_losses,
     vmap_forward,
 )
-from metaplat.inner.kernels import mlp_bmm_forward, mlp_value_and_grad
+from metaplat.inner.kernels import conv4_grouped_forward, mlp_bmm_forward, mlp_value_and_grad
 from metaplat.nn.backbones import Conv4, mlp
 from metaplat.tasks.base import Episode, TaskSpec
 from metaplat.tasks.registry import family_of
@@ -123,7 +123,7 @@ def _bn_names(spec: ModelSpec) -> tuple[str, ...]:
     )
 
 
-Kernel = Literal["auto", "bmm", "vmap", "loop"]
+Kernel = Literal["auto", "bmm", "grouped", "vmap", "loop"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,11 +137,15 @@ class Kernels:
 
 
 def make_kernels(spec: ModelSpec, kernel: Kernel, device: torch.device) -> Kernels:
-    """``auto``: ``bmm`` for MLPs (hand-batched forward and inner gradient), ``vmap`` for
-    everything else; ``vmap``: ``vmap(functional_call)`` + autograd; ``loop``: the per-task
-    fallback."""
+    """``auto``: ``bmm`` for MLPs (hand-batched forward and inner gradient), ``grouped`` for
+    Conv4 (grouped convolutions over a task-major layout); ``vmap``: ``vmap(functional_call)``
+    + autograd, for any model; ``loop``: the per-task fallback."""
     if kernel == "auto":
-        kernel = "bmm" if spec.kind == "mlp" else "vmap"
+        kernel = "bmm" if spec.kind == "mlp" else "grouped"
+    if kernel == "grouped":
+        if spec.kind != "conv4":
+            raise ValueError(f"kernel 'grouped' needs model 'conv4', got {spec.kind!r}")
+        return Kernels(conv4_grouped_forward(), None, "grouped")
     if kernel == "bmm":
         if spec.kind != "mlp":
             raise ValueError(f"kernel 'bmm' needs model 'mlp', got {spec.kind!r}")

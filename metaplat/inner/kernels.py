@@ -77,3 +77,45 @@ def mlp_value_and_grad(num_linear: int, flatten: bool = False) -> ValueAndGrad:
         return losses, {n: grads[n] for n in names}
 
     return vg
+
+
+def conv4_grouped_forward(num_blocks: int = 4, eps: float = 1e-5) -> Forward:
+    """Forward of ``metaplat.nn.backbones.Conv4`` (with ``head``) for ``T`` tasks at once,
+    as grouped convolutions over a task-major channel layout.
+
+    ``x: [T, N, C, H, W] -> logits [T, N, num_classes]``; params stacked ``[T, *shape]``.
+    Activations live as ``[N, T * channels, H, W]`` throughout: a convolution with
+    ``groups=T`` applies each task's filters to its own channels, and batch-statistics
+    BatchNorm over that layout normalises each task's channels with that task's statistics,
+    exactly as ``Conv4`` does per task. ``vmap`` produces the same grouped convolution but
+    permutes and copies every layer's input into that layout and back (about 1.7x the
+    activation memory of a per-task loop, see ``benchmarks/maml_memory.py``); here only the
+    network input is rearranged once.
+    """
+
+    def fwd(p: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        t, n = x.shape[:2]
+        h = x.transpose(0, 1).reshape(n, t * x.shape[2], *x.shape[3:])
+        for i in range(num_blocks):
+            w = p[f"encoder.{i}.0.weight"]  # [T, O, C, 3, 3]
+            h = F.conv2d(
+                h,
+                w.reshape(t * w.shape[1], *w.shape[2:]),
+                p[f"encoder.{i}.0.bias"].reshape(-1),
+                padding=1,
+                groups=t,
+            )
+            h = F.batch_norm(
+                h,
+                None,
+                None,
+                p[f"encoder.{i}.1.weight"].reshape(-1),
+                p[f"encoder.{i}.1.bias"].reshape(-1),
+                training=True,
+                eps=eps,
+            )
+            h = F.max_pool2d(torch.relu(h), 2)
+        z = h.reshape(n, t, -1).transpose(0, 1)  # [T, N, features], features in (C, H, W) order
+        return torch.baddbmm(p["head.bias"].unsqueeze(1), z, p["head.weight"].transpose(1, 2))
+
+    return fwd
