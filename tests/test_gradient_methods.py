@@ -160,6 +160,7 @@ def test_inner_adam_matches_torch_optim_per_task() -> None:
         ("metasgd", "first_order", True),
         ("reptile", "inner_optimizer", "lbfgs"),
         ("anil", "hidden", (0,)),
+        ("maml", "tasks_per_pass", 0),
     ],
 )
 def test_bad_config_names_the_field(method: str, field: str, value: Any) -> None:
@@ -386,3 +387,14 @@ def test_evaluation_does_not_depend_on_chunking_or_workers() -> None:
     assert ea.keys() == eb.keys()
     for k in ea:
         assert ea[k] == pytest.approx(eb[k], rel=1e-6, abs=1e-9), k
+
+
+def test_tasks_per_pass_chunks_give_the_same_step() -> None:
+    whole = make("maml", meta_batch_size=7)
+    chunked = make("maml", meta_batch_size=7, tasks_per_pass=3)
+    s = whole.init()
+    a, ma = whole.step(s)
+    b, mb = chunked.step(s)
+    assert ma == pytest.approx(mb, rel=1e-6)
+    for k in a.params:
+        torch.testing.assert_close(a.params[k], b.params[k], rtol=1e-6, atol=1e-7)

@@ -194,6 +194,8 @@ class MetaGradJob:
     """Reptile trains on support and query points together (the paper's transductive setting)."""
     per_step_bn: int = 0
     """MAML++ per-step BatchNorm: number of copies ``bnstep<s>.<name>`` in the payload (0: off)."""
+    tasks_per_pass: int = 0
+    """Tasks vectorised per forward/backward pass on the worker (0: the whole shard)."""
 
     def step_view(self) -> StepView | None:
         return (
@@ -209,7 +211,7 @@ class MetaGradJob:
         payload = {k: v.to(device) for k, v in payload.items()}
         kernels = make_kernels(self.model, self.kernel, device)
         try:
-            return self.compute(payload, ep, kernels)
+            return self.compute_chunked(payload, ep, kernels)
         except RuntimeError as e:  # vmap cannot batch some op: redo the shard task by task
             if kernels.name == "loop":
                 raise
@@ -218,7 +220,31 @@ class MetaGradJob:
                 kernels.name,
                 e,
             )
-            return self.compute(payload, ep, make_kernels(self.model, "loop", device))
+            return self.compute_chunked(payload, ep, make_kernels(self.model, "loop", device))
+
+    def compute_chunked(
+        self, payload: dict[str, torch.Tensor], ep: Episode, kernels: Kernels
+    ) -> ShardGrad:
+        """:meth:`compute` over chunks of ``tasks_per_pass`` tasks (one backward each), added up
+        in task order: bounds worker memory by the chunk instead of the shard."""
+        t = ep.support_x.shape[0]
+        size = self.tasks_per_pass or t
+        if size >= t:
+            return self.compute(payload, ep, kernels)
+        parts = [self.compute(payload, ep[i : i + size], kernels) for i in range(0, t, size)]
+        grad_sum = {k: parts[0].grad_sum[k] for k in parts[0].grad_sum}
+        for part in parts[1:]:
+            grad_sum = {k: v + part.grad_sum[k] for k, v in grad_sum.items()}
+        accs = [p.post_acc for p in parts if p.post_acc is not None]
+        return ShardGrad(
+            grad_sum=grad_sum,
+            num_ok=sum(p.num_ok for p in parts),
+            pre_loss=torch.cat([p.pre_loss for p in parts]),
+            post_loss=torch.cat([p.post_loss for p in parts]),
+            ok=torch.cat([p.ok for p in parts]),
+            kernel=kernels.name,
+            post_acc=torch.cat(accs) if accs else None,
+        )
 
     def compute(self, payload: dict[str, torch.Tensor], ep: Episode, kernels: Kernels) -> ShardGrad:
         """The shard's meta-gradient for an already-built episode (used directly by benchmarks)."""

@@ -82,6 +82,8 @@ class GradientConfig:
     """Default number of fresh tasks scored by ``evaluate``."""
     eval_batch_size: int = 250
     """Tasks per pool round in ``evaluate`` (bounds worker memory)."""
+    tasks_per_pass: int | None = None
+    """Tasks a worker vectorises per backward pass (``None``: its whole shard); bounds memory."""
     per_step_bn: bool = False
     """MAML++ per-step BatchNorm: one meta-learned copy of the BN weights/biases per inner step
     (not adapted in the inner loop); needs a model with BatchNorm (conv4)."""
@@ -132,6 +134,13 @@ class GradientConfig:
             "hidden",
             self.hidden,
             "a list of integers >= 1",
+        )
+        n = self.tasks_per_pass
+        _check(
+            n is None or (isinstance(n, int) and not isinstance(n, bool) and n >= 1),
+            "tasks_per_pass",
+            n,
+            "null or an integer >= 1",
         )
         _check(
             not self.per_step_bn or self.model == "conv4",
@@ -200,7 +209,12 @@ class GradientMethod(OuterLoop[GradientConfig, GradientState]):
         kernel: Kernel = "auto" if config.vectorize else "loop"
         bn_sets = config.inner_steps + 1 if config.per_step_bn else 0
         self.train_job = MetaGradJob(
-            self.model, self.inner_rule(train=True), self.grad_kind(), kernel, per_step_bn=bn_sets
+            self.model,
+            self.inner_rule(train=True),
+            self.grad_kind(),
+            kernel,
+            per_step_bn=bn_sets,
+            tasks_per_pass=config.tasks_per_pass or 0,
         )
         self.eval_job = EvalJob(
             self.model, self.inner_rule(train=False), kernel, per_step_bn=bn_sets
