@@ -264,7 +264,7 @@ def main() -> None:
                 f"{label:14} train {secs:7.1f} s   test MSE pre {pre:.3f}  "
                 f"post({steps} steps) {post:.3f}"
             )
-        diff = max(float((theta[k] - vec.params[k]).abs().max()) for k in vec.params)
+        diff = max(float((theta[k].detach() - vec.params[k]).abs().max()) for k in vec.params)
         print(f"max |param difference| after training: {diff:.2e}")
 
 

@@ -8,6 +8,7 @@ untrained network reaches with the same 10 adaptation steps.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from metaplat.tasks.registry import make_family
 from metaplat.workers.base import LocalPool
 
 pytestmark = pytest.mark.slow
+log = logging.getLogger(__name__)
 
 
 def train(method: str, iterations: int, **cfg: Any) -> tuple[dict[str, float], dict[str, float]]:
@@ -29,7 +31,16 @@ def train(method: str, iterations: int, **cfg: Any) -> tuple[dict[str, float], d
     for _ in range(iterations):
         s, metrics = m.step(s)
         assert metrics["train/failed_tasks"] == 0
-    return before, m.evaluate(s, "test", 300)
+    after = m.evaluate(s, "test", 300)
+    log.info(
+        "%s: untrained post %.3f | trained pre %.3f, step1 %.3f, post %.3f",
+        method,
+        before["val/post_mse"],
+        after["test/pre_mse"],
+        after["test/mse_step1"],
+        after["test/post_mse"],
+    )
+    return before, after
 
 
 def test_maml_learns_sinusoids() -> None:

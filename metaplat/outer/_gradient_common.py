@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 
 _MODELS = ("mlp", "conv4")
 _OUTER_OPTIMIZERS = ("adam", "sgd")
-_INNER_OPTIMIZERS = ("sgd", "adam")
 
 
 def _check(cond: bool, field: str, value: Any, allowed: str) -> None:
