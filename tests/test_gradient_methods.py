@@ -161,6 +161,7 @@ def test_inner_adam_matches_torch_optim_per_task() -> None:
         ("reptile", "inner_optimizer", "lbfgs"),
         ("anil", "hidden", (0,)),
         ("maml", "tasks_per_pass", 0),
+        ("maml", "kernel", "grouped"),
     ],
 )
 def test_bad_config_names_the_field(method: str, field: str, value: Any) -> None:
@@ -398,3 +399,16 @@ def test_tasks_per_pass_chunks_give_the_same_step() -> None:
     assert ma == pytest.approx(mb, rel=1e-6)
     for k in a.params:
         torch.testing.assert_close(a.params[k], b.params[k], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("kernel", ["vmap", "bmm"])
+def test_kernel_choice_gives_the_same_step(kernel: str) -> None:
+    a = make("maml", kernel="auto")
+    b = make("maml", kernel=kernel)
+    assert b.train_job.kernel == kernel
+    s = a.init()
+    sa, ma = a.step(s)
+    sb, mb = b.step(s)
+    assert ma == pytest.approx(mb, rel=1e-5)
+    for k in sa.params:
+        torch.testing.assert_close(sa.params[k], sb.params[k], rtol=1e-5, atol=1e-6)
