@@ -108,3 +108,24 @@ def test_evaluate_method_marks_missing_intervals_as_nan() -> None:
 
     m = evaluate_method(NoCI(), None, "test", 10)
     assert m["test/post_mse"] == 0.5 and math.isnan(m["test/post_mse_ci95"])
+
+
+def test_fewshot_table_runs_cells_and_marks_missing_and_inapplicable() -> None:
+    from _metric_fixtures import NAME
+
+    from metaplat.fewshot_table import Budget, Setting, build_table, format_table
+
+    settings = [
+        Setting("blobs", NAME, {"num_ways": 3, "num_shots": 1, "num_query": 2, "shape": [4]}, "acc"),
+        Setting("sin K=5", "sinusoid", {"num_support": 5, "num_query": 10}, "mse"),
+        Setting("nofam", "glyphs_does_not_exist", {}, "acc"),
+    ]
+    budget = Budget(iterations=1, meta_batch_size=2, eval_tasks=5)
+    table = build_table(budget, ["protonet", "no_such_method"], settings)
+    cells = table.rows["protonet"]
+    assert 0 <= cells["blobs"].mean <= 100 and cells["blobs"].ci95 >= 0
+    assert cells["sin K=5"].note == "n/a"
+    assert cells["nofam"].note == "no family"
+    text = format_table(table)
+    assert "no_such_method: skipped" in text and "family 'glyphs_does_not_exist'" in text and "1 outer iterations x 2 tasks" in text
+    assert "| protonet |" in text
