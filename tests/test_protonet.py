@@ -173,3 +173,18 @@ def test_config_errors_name_field_and_allowed_values() -> None:
 class _NoWays(BlobFamily):
     def config(self) -> dict[str, object]:
         return {k: v for k, v in super().config().items() if k != "num_ways"}
+
+
+def test_job_gives_same_gradient_looped_chunked_and_fully_vmapped() -> None:
+    import pickle
+
+    method = ProtoNet(SMALL, IMG, LocalPool(), seed=0)
+    params = method.init().params
+    specs = IMG.sample(__import__("numpy").random.default_rng(2), "train", 4)
+    cpu = torch.device("cpu")
+    results = [pickle.loads(pickle.dumps(method._job(grad=True)))(params, specs, cpu)]  # auto: loop
+    results += [EpisodeJob(method.model, grad=True, chunk_size=c)(params, specs, cpu) for c in (1, 3, 100)]
+    for r in results[1:]:
+        assert r["loss"] == pytest.approx(results[0]["loss"], rel=1e-5)
+        for k in params:
+            assert torch.allclose(r["grad"][k], results[0]["grad"][k], atol=1e-5, rtol=1e-4), k

@@ -73,7 +73,8 @@ class MetricConfig:
     eval_batch_size: int = 50
     """Episodes per ``pool.map`` call during evaluation (bounds memory, not results)."""
     vmap_chunk_size: int | None = None
-    """Tasks vectorised at once inside a worker (``vmap(chunk_size=...)``); ``None``: all."""
+    """Tasks vectorised at once inside a worker (``vmap(chunk_size=...)``). ``None``: auto --
+    all of a shard's tasks on an accelerator, one at a time on CPU (see :func:`auto_chunk`)."""
 
     def __post_init__(self) -> None:
         _check(self.meta_batch_size >= 1, "meta_batch_size", self.meta_batch_size, "an int >= 1")
@@ -163,14 +164,39 @@ def _model(spec: ModelSpec, device: str) -> nn.Module:
 # -- the worker job ----------------------------------------------------------------------
 def episode_loss(model: nn.Module, params: Params, ep: Episode, num_ways: int,
                  chunk_size: int | None = None) -> tuple[Tensor, Tensor]:
-    """Per-task query cross-entropy and accuracy ``([T], [T])`` of a stacked batch ``ep``."""
+    """Per-task query cross-entropy and accuracy ``([T], [T])`` of a stacked batch ``ep``.
+
+    Tasks are vmapped ``chunk_size`` at a time (``None``: all at once); ``chunk_size=1`` runs
+    a per-task loop instead, which gives the same values.
+    """
 
     def task(p: Params, sx: Tensor, sy: Tensor, qx: Tensor, qy: Tensor) -> tuple[Tensor, Tensor]:
         logits = functional_call(model, p, (sx, sy, qx), {"num_ways": num_ways})
         return F.cross_entropy(logits, qy), (logits.argmax(-1) == qy).float().mean()
 
+    if chunk_size == 1:  # a plain loop: same values, without vmap's batching overhead
+        out = [task(params, *(getattr(ep, f)[t] for f in _FIELDS))
+               for t in range(ep.support_x.shape[0])]
+        return torch.stack([o[0] for o in out]), torch.stack([o[1] for o in out])
     return vmap(task, in_dims=(None, 0, 0, 0, 0), chunk_size=chunk_size)(
         params, ep.support_x, ep.support_y, ep.query_x, ep.query_y)
+
+
+_FIELDS = ("support_x", "support_y", "query_x", "query_y")
+
+
+def auto_chunk(chunk_size: int | None, device: torch.device, conv: bool) -> int | None:
+    """The vmap chunk size to use on ``device`` when the config says ``chunk_size``.
+
+    On CPU, vmapping Conv4 over tasks was 1.8-3x *slower* than a per-task loop (BatchNorm and
+    ReLU under vmap 5-6x slower than unbatched; 2-core dev machine,
+    ``benchmarks/metric_vectorisation.py``), so conv nets on CPU default to the loop
+    (``chunk_size=1``). Small MLPs are faster vmapped everywhere (the loop's per-task
+    overhead dominates), and on GPUs batching is what fills the device.
+    """
+    if chunk_size is not None:
+        return chunk_size
+    return 1 if conv and device.type == "cpu" else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,6 +211,8 @@ class EpisodeJob:
     model: ModelSpec
     grad: bool
     chunk_size: int | None = None
+    conv: bool = False
+    """Whether the embedding is convolutional (only used by :func:`auto_chunk`)."""
 
     def __call__(self, payload: Params, specs: Sequence[TaskSpec], device: torch.device) -> Any:
         ep = build_batch(specs, device)
@@ -192,13 +220,14 @@ class EpisodeJob:
         params = {k: v.to(device) for k, v in payload.items()}
         # All classes appear in an N-way K-shot support set.
         num_ways = int(ep.support_y.max()) + 1
+        chunk = auto_chunk(self.chunk_size, torch.device(device), self.conv)
         if not self.grad:
             with torch.no_grad():
-                loss, acc = episode_loss(model, params, ep, num_ways, self.chunk_size)
+                loss, acc = episode_loss(model, params, ep, num_ways, chunk)
             return {"post_loss": loss.cpu().tolist(), "post_acc": acc.cpu().tolist()}
 
         def total(p: Params) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-            loss, acc = episode_loss(model, p, ep, num_ways, self.chunk_size)
+            loss, acc = episode_loss(model, p, ep, num_ways, chunk)
             return loss.sum(), (loss.detach(), acc.detach())
 
         g, (loss, acc) = grad(total, has_aux=True)(params)
@@ -235,6 +264,10 @@ class MetricOuterLoop(OuterLoop[MetricConfig, MetricState]):
     def model_spec(self, config: MetricConfig, x_shape: tuple[int, ...]) -> ModelSpec:
         raise NotImplementedError
 
+    def _job(self, grad: bool) -> EpisodeJob:
+        conv = getattr(getattr(self.model, "embedding", None), "kind", None) == "conv4"
+        return EpisodeJob(self.model, grad, self.config.vmap_chunk_size, conv)
+
     def init(self) -> MetricState:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.seed, "init") % 2**63)
@@ -247,7 +280,7 @@ class MetricOuterLoop(OuterLoop[MetricConfig, MetricState]):
         cfg = self.config
         specs = self.train_family.sample(rng(self.seed, "train", state.iteration), "train",
                                          cfg.meta_batch_size)
-        job = EpisodeJob(self.model, grad=True, chunk_size=cfg.vmap_chunk_size)
+        job = self._job(grad=True)
         shards = self.pool.map(job, state.params, specs)
         # Sum in task (shard) order: the result does not depend on the number of workers.
         g = {k: torch.zeros_like(v) for k, v in state.params.items()}
@@ -269,7 +302,7 @@ class MetricOuterLoop(OuterLoop[MetricConfig, MetricState]):
     def per_task(self, state: MetricState, split: Split, num_tasks: int) -> PerTask:
         """Per-task ``post_loss`` / ``post_acc`` on the run's fixed evaluation episodes."""
         specs = eval_specs(self.family, split, num_tasks, self.seed)
-        job = EpisodeJob(self.model, grad=False, chunk_size=self.config.vmap_chunk_size)
+        job = self._job(grad=False)
         return run_per_task(self.pool, job, state.params, specs, self.config.eval_batch_size)
 
     def evaluate(self, state: MetricState, split: Split, num_tasks: int | None = None) -> Metrics:
