@@ -28,7 +28,9 @@ def synthetic_batch(tasks: int, ways: int, shots: int, query: int, device: torch
 
     def draw(k: int) -> tuple[torch.Tensor, torch.Tensor]:
         y = torch.arange(ways).repeat_interleave(k).expand(tasks, -1)
-        x = centres[torch.arange(tasks)[:, None], y] + 0.5 * torch.randn(tasks, ways * k, 1, 28, 28, generator=g)
+        x = centres[torch.arange(tasks)[:, None], y] + 0.5 * torch.randn(
+            tasks, ways * k, 1, 28, 28, generator=g
+        )
         return x, y
 
     sx, sy = draw(shots)
@@ -56,7 +58,9 @@ def main() -> None:
         def total(p: dict[str, torch.Tensor]) -> torch.Tensor:
             out = 0.0
             for t in range(a.tasks):
-                logits = functional_call(model, p, (ep.support_x[t], ep.support_y[t], ep.query_x[t]), {"num_ways": 5})
+                logits = functional_call(
+                    model, p, (ep.support_x[t], ep.support_y[t], ep.query_x[t]), {"num_ways": 5}
+                )
                 out = out + torch.nn.functional.cross_entropy(logits, ep.query_y[t])
             return out  # type: ignore[return-value]
 
@@ -76,10 +80,17 @@ def main() -> None:
         return statistics.median(times)
 
     base = timed(loop)
-    print(f"ProtoNet Conv4 meta-gradient, {a.tasks} tasks of 5w1s/15q, {dev}, {a.threads} thread(s); median of {a.repeats}")
+    print(
+        f"ProtoNet Conv4 meta-gradient, {a.tasks} tasks of 5w1s/15q, {dev}, "
+        f"{a.threads} thread(s); median of {a.repeats}"
+    )
     print(f"{'path':<26}{'seconds':>10}{'vs loop':>10}")
     print(f"{'per-task loop (baseline)':<26}{base:>10.3f}{1.0:>10.2f}")
-    for name, chunk in (("vmap, all tasks", None), ("vmap, chunk_size=4", 4), ("chunk_size=1 (loop)", 1)):
+    for name, chunk in (
+        ("vmap, all tasks", None),
+        ("vmap, chunk_size=4", 4),
+        ("chunk_size=1 (loop)", 1),
+    ):
         t = timed(lambda c=chunk: vmapped(c))
         print(f"{name:<26}{t:>10.3f}{t / base:>10.2f}")
 

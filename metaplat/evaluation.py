@@ -137,7 +137,7 @@ def evaluate_fn(
     payload: Any = None,
     batch_size: int = 50,
 ) -> dict[str, float]:
-    """Evaluate ``fn(payload, batch) -> {name: Tensor[T]}`` on ``num_tasks`` episodes of ``split``."""
+    """Score ``fn(payload, batch) -> {name: Tensor[T]}`` on ``num_tasks`` episodes of ``split``."""
     specs = eval_specs(family, split, num_tasks, seed)
     return summarize(split, run_per_task(pool, CallableEvalJob(fn), payload, specs, batch_size))
 

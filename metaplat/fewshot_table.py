@@ -81,8 +81,11 @@ REFERENCE_NOTE = (
 # key), the latter winning; applied only to fields the method's Config has.
 SETTING_OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
     **{(m, "glyphs"): {"inner_lr": 0.4, "inner_steps": 1} for m in ("maml", "fomaml", "anil")},
-    **{(m, k): {"inner_lr": 0.1, "inner_steps": 5}
-       for m in ("maml", "fomaml", "anil") for k in ("20w1s", "20w5s")},
+    **{
+        (m, k): {"inner_lr": 0.1, "inner_steps": 5}
+        for m in ("maml", "fomaml", "anil")
+        for k in ("20w1s", "20w5s")
+    },
     **{(m, "sinusoid"): {"inner_lr": 0.01, "inner_steps": 1} for m in ("maml", "fomaml")},
 }
 
@@ -108,8 +111,10 @@ class Budget:
                 raise ValueError(f"budget field {f!r} = {getattr(self, f)!r} is too small")
 
     def describe(self) -> str:
-        return (f"{self.iterations} outer iterations x {self.meta_batch_size} tasks, "
-                f"{self.eval_tasks} meta-test episodes, seed {self.seed}, in-process")
+        return (
+            f"{self.iterations} outer iterations x {self.meta_batch_size} tasks, "
+            f"{self.eval_tasks} meta-test episodes, seed {self.seed}, in-process"
+        )
 
 
 QUICK = Budget(iterations=3, meta_batch_size=2, eval_tasks=20)
@@ -129,7 +134,8 @@ class Cell:
         if self.note:
             return self.note
         return format_ci(self.mean, self.ci95 if not math.isnan(self.ci95) else 0.0, 2) + (
-            "" if not math.isnan(self.ci95) else " (no CI)")
+            "" if not math.isnan(self.ci95) else " (no CI)"
+        )
 
 
 @dataclasses.dataclass
@@ -189,8 +195,11 @@ def run_cell(name: str, setting: Setting, budget: Budget) -> Cell:
     for key in _METRIC_KEYS[setting.metric]:
         if key in metrics:
             scale = 100.0 if setting.metric == "acc" else 1.0
-            return Cell(metrics[key] * scale, metrics[f"{key}_ci95"] * scale,
-                        seconds=time.perf_counter() - start)
+            return Cell(
+                metrics[key] * scale,
+                metrics[f"{key}_ci95"] * scale,
+                seconds=time.perf_counter() - start,
+            )
     return Cell(note="no metric", seconds=time.perf_counter() - start)
 
 

@@ -39,8 +39,10 @@ class BlobFamily(SupervisedFamily):
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
 
     def config(self) -> dict[str, Any]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in dataclasses.fields(self)}
+        return {
+            f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+            for f in dataclasses.fields(self)
+        }
 
     def sample_params(self, rng: np.random.Generator, split: Split) -> dict[str, Any]:
         return {}
@@ -50,16 +52,20 @@ class BlobFamily(SupervisedFamily):
         d = math.prod(self.shape)
         centres = np.zeros((self.num_ways, d))
         centres[:, : self.informative] = self.spread * rng.standard_normal(
-            (self.num_ways, self.informative))
+            (self.num_ways, self.informative)
+        )
 
         def draw(per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
             y = np.repeat(np.arange(self.num_ways), per_class)
             rng.shuffle(y)
             x = centres[y] + self.noise * rng.standard_normal((len(y), d))
             x[:, self.informative :] = self.distractor * rng.standard_normal(
-                (len(y), d - self.informative))
-            return (torch.as_tensor(x, dtype=torch.float32).reshape(len(y), *self.shape),
-                    torch.as_tensor(y, dtype=torch.int64))
+                (len(y), d - self.informative)
+            )
+            return (
+                torch.as_tensor(x, dtype=torch.float32).reshape(len(y), *self.shape),
+                torch.as_tensor(y, dtype=torch.int64),
+            )
 
         sx, sy = draw(self.num_shots)
         qx, qy = draw(self.num_query)

@@ -1,4 +1,4 @@
-"""The evaluation harness: hand-computed CI, task order, determinism, method-agnostic entry points."""
+"""Evaluation harness: hand-computed CI, task order, determinism, method-agnostic entry points."""
 
 from __future__ import annotations
 
@@ -38,7 +38,9 @@ def test_ci_is_mean_plus_minus_1_96_sd_over_sqrt_n() -> None:
 class SeedJob:
     """Per-task values that identify the task, to check ordering."""
 
-    def __call__(self, payload: float, specs: Sequence[TaskSpec], device: torch.device) -> dict[str, list[float]]:
+    def __call__(
+        self, payload: float, specs: Sequence[TaskSpec], device: torch.device
+    ) -> dict[str, list[float]]:
         return {"seed": [float(s.seed) + payload for s in specs]}
 
 
@@ -59,7 +61,9 @@ def test_eval_specs_fixed_per_seed_and_split() -> None:
 
 def test_wrong_number_of_per_task_values_is_an_error() -> None:
     class Bad:
-        def __call__(self, payload: object, specs: Sequence[TaskSpec], device: torch.device) -> dict[str, list[float]]:
+        def __call__(
+            self, payload: object, specs: Sequence[TaskSpec], device: torch.device
+        ) -> dict[str, list[float]]:
             return {"x": [0.0]}
 
     with pytest.raises(ValueError, match="3 tasks"):
@@ -75,7 +79,9 @@ def _nearest_centroid(payload: None, batch: Episode) -> dict[str, torch.Tensor]:
 
 
 def test_evaluate_fn_matches_direct_computation() -> None:
-    m = evaluate_fn(_nearest_centroid, FAM, LocalPool(2), "test", num_tasks=30, seed=7, batch_size=8)
+    m = evaluate_fn(
+        _nearest_centroid, FAM, LocalPool(2), "test", num_tasks=30, seed=7, batch_size=8
+    )
     per_task = []
     for spec in eval_specs(FAM, "test", 30, 7):
         ep = FAM.build(spec)
@@ -95,15 +101,22 @@ def test_evaluate_method_gives_ci_and_is_independent_of_workers_and_batching() -
         method = ProtoNet(cfg, FAM, LocalPool(workers), seed=0)
         results.append(evaluate_method(method, method.init(), "test", num_tasks=20))
     a, b = results
-    assert set(a) == {"test/post_acc", "test/post_acc_ci95", "test/post_loss", "test/post_loss_ci95",
-                      "test/num_tasks"}
+    assert set(a) == {
+        "test/post_acc",
+        "test/post_acc_ci95",
+        "test/post_loss",
+        "test/post_loss_ci95",
+        "test/num_tasks",
+    }
     for k in a:
         assert b[k] == pytest.approx(a[k], rel=1e-5)
 
 
 def test_evaluate_method_marks_missing_intervals_as_nan() -> None:
     class NoCI:
-        def evaluate(self, state: object, split: str, num_tasks: int | None = None) -> dict[str, float]:
+        def evaluate(
+            self, state: object, split: str, num_tasks: int | None = None
+        ) -> dict[str, float]:
             return {f"{split}/post_mse": 0.5}
 
     m = evaluate_method(NoCI(), None, "test", 10)
@@ -116,7 +129,9 @@ def test_fewshot_table_runs_cells_and_marks_missing_and_inapplicable() -> None:
     from metaplat.fewshot_table import Budget, Setting, build_table, format_table
 
     settings = [
-        Setting("blobs", NAME, {"num_ways": 3, "num_shots": 1, "num_query": 2, "shape": [4]}, "acc"),
+        Setting(
+            "blobs", NAME, {"num_ways": 3, "num_shots": 1, "num_query": 2, "shape": [4]}, "acc"
+        ),
         Setting("sin K=5", "sinusoid", {"num_support": 5, "num_query": 10}, "mse"),
         Setting("nofam", "glyphs_does_not_exist", {}, "acc"),
     ]
@@ -127,5 +142,9 @@ def test_fewshot_table_runs_cells_and_marks_missing_and_inapplicable() -> None:
     assert cells["sin K=5"].note == "n/a"
     assert cells["nofam"].note == "no family"
     text = format_table(table)
-    assert "no_such_method: skipped" in text and "family 'glyphs_does_not_exist'" in text and "1 outer iterations x 2 tasks" in text
+    assert (
+        "no_such_method: skipped" in text
+        and "family 'glyphs_does_not_exist'" in text
+        and "1 outer iterations x 2 tasks" in text
+    )
     assert "| protonet |" in text

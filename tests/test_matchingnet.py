@@ -58,7 +58,9 @@ def test_class_probabilities_are_attention_mass_per_label() -> None:
     p = matching_log_probs(a.log(), y, 3).exp()
     for q in range(4):
         for k in range(3):
-            assert p[q, k].item() == pytest.approx(sum(float(a[q, i]) for i in range(6) if y[i] == k), rel=1e-5)
+            assert p[q, k].item() == pytest.approx(
+                sum(float(a[q, i]) for i in range(6) if y[i] == k), rel=1e-5
+            )
         assert p[q].sum().item() == pytest.approx(1.0, abs=1e-6)
 
 
@@ -99,8 +101,9 @@ def test_vmap_over_tasks_equals_per_task_loop(family: BlobFamily, fce: bool) -> 
     loss, _ = episode_loss(model, params, build_batch(specs, torch.device("cpu")), family.num_ways)
     for t, spec in enumerate(specs):
         ep = family.build(spec)
-        logp = functional_call(model, params, (ep.support_x, ep.support_y, ep.query_x),
-                               {"num_ways": family.num_ways})
+        logp = functional_call(
+            model, params, (ep.support_x, ep.support_y, ep.query_x), {"num_ways": family.num_ways}
+        )
         assert logp.exp().sum(-1) == pytest.approx(torch.ones(len(ep.query_y)), abs=1e-5)
         ref = torch.nn.functional.nll_loss(logp, ep.query_y)
         assert loss[t].item() == pytest.approx(ref.item(), rel=1e-5)

@@ -23,9 +23,11 @@ FAM = BlobFamily(num_ways=5, num_shots=1, num_query=5, shape=(32,), informative=
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "cls,cfg",
-    [(ProtoNet, ProtoNetConfig(meta_batch_size=8)),
-     (MatchingNet, MatchingNetConfig(meta_batch_size=8)),
-     (MatchingNet, MatchingNetConfig(meta_batch_size=8, fce=True))],
+    [
+        (ProtoNet, ProtoNetConfig(meta_batch_size=8)),
+        (MatchingNet, MatchingNetConfig(meta_batch_size=8)),
+        (MatchingNet, MatchingNetConfig(meta_batch_size=8, fce=True)),
+    ],
     ids=["protonet", "matchingnet", "matchingnet-fce"],
 )
 def test_learns_clustered_episodes(cls: type, cfg: object) -> None:
@@ -41,8 +43,10 @@ def test_learns_clustered_episodes(cls: type, cfg: object) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("metaplat.tasks.glyphs") is None,
-                    reason="glyph family not on this branch yet")
+@pytest.mark.skipif(
+    importlib.util.find_spec("metaplat.tasks.glyphs") is None,
+    reason="glyph family not on this branch yet",
+)
 def test_protonet_learns_glyphs_5w1s() -> None:
     from metaplat.tasks.registry import make_family
 

@@ -57,7 +57,9 @@ def test_model_embeds_episode_once_and_scores_by_distance() -> None:
     params = method.init().params
     model = method.model.build()
     ep = IMG.build(IMG.spec(3, "train"))
-    logits = functional_call(model, params, (ep.support_x, ep.support_y, ep.query_x), {"num_ways": 3})
+    logits = functional_call(
+        model, params, (ep.support_x, ep.support_y, ep.query_x), {"num_ways": 3}
+    )
     emb = model.embedding  # type: ignore[union-attr]
     sub = {k.removeprefix("embedding."): v for k, v in params.items()}
     z = functional_call(emb, sub, (torch.cat([ep.support_x, ep.query_x]),))
@@ -76,11 +78,14 @@ def test_vmap_over_tasks_equals_per_task_loop(family: BlobFamily) -> None:
     loss, acc = episode_loss(model, params, batch, family.num_ways)
     for t, spec in enumerate(specs):
         ep = family.build(spec)
-        logits = functional_call(model, params, (ep.support_x, ep.support_y, ep.query_x),
-                                 {"num_ways": family.num_ways})
+        logits = functional_call(
+            model, params, (ep.support_x, ep.support_y, ep.query_x), {"num_ways": family.num_ways}
+        )
         ref = torch.nn.functional.cross_entropy(logits, ep.query_y)
         assert loss[t].item() == pytest.approx(ref.item(), rel=1e-5, abs=1e-6)
-        assert acc[t].item() == pytest.approx((logits.argmax(-1) == ep.query_y).float().mean().item())
+        assert acc[t].item() == pytest.approx(
+            (logits.argmax(-1) == ep.query_y).float().mean().item()
+        )
 
 
 def test_one_two_three_shards_give_the_same_meta_gradient() -> None:
@@ -110,7 +115,11 @@ def test_adam_matches_torch_optim() -> None:
     grads = [{k: torch.randn(v.shape, generator=g) for k, v in p0.items()} for _ in range(3)]
     ref = {k: torch.nn.Parameter(v.clone()) for k, v in p0.items()}
     opt = torch.optim.Adam(ref.values(), lr=0.01)
-    p, m, v = p0, {k: torch.zeros_like(x) for k, x in p0.items()}, {k: torch.zeros_like(x) for k, x in p0.items()}
+    p, m, v = (
+        p0,
+        {k: torch.zeros_like(x) for k, x in p0.items()},
+        {k: torch.zeros_like(x) for k, x in p0.items()},
+    )
     for t, gr in enumerate(grads, start=1):
         for k in ref:
             ref[k].grad = gr[k].clone()
@@ -183,7 +192,9 @@ def test_job_gives_same_gradient_looped_chunked_and_fully_vmapped() -> None:
     specs = IMG.sample(__import__("numpy").random.default_rng(2), "train", 4)
     cpu = torch.device("cpu")
     results = [pickle.loads(pickle.dumps(method._job(grad=True)))(params, specs, cpu)]  # auto: loop
-    results += [EpisodeJob(method.model, grad=True, chunk_size=c)(params, specs, cpu) for c in (1, 3, 100)]
+    results += [
+        EpisodeJob(method.model, grad=True, chunk_size=c)(params, specs, cpu) for c in (1, 3, 100)
+    ]
     for r in results[1:]:
         assert r["loss"] == pytest.approx(results[0]["loss"], rel=1e-5)
         for k in params:

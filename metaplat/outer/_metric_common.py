@@ -79,15 +79,27 @@ class MetricConfig:
     def __post_init__(self) -> None:
         _check(self.meta_batch_size >= 1, "meta_batch_size", self.meta_batch_size, "an int >= 1")
         _check(self.outer_lr > 0, "outer_lr", self.outer_lr, "a float > 0")
-        _check(self.backbone in ("auto", "conv4", "mlp"), "backbone", self.backbone,
-               "'auto', 'conv4' or 'mlp'")
+        _check(
+            self.backbone in ("auto", "conv4", "mlp"),
+            "backbone",
+            self.backbone,
+            "'auto', 'conv4' or 'mlp'",
+        )
         _check(self.hidden >= 1, "hidden", self.hidden, "an int >= 1")
         _check(self.embed_dim >= 1, "embed_dim", self.embed_dim, "an int >= 1")
-        _check(self.train_ways is None or self.train_ways >= 2, "train_ways", self.train_ways,
-               "None or an int >= 2")
+        _check(
+            self.train_ways is None or self.train_ways >= 2,
+            "train_ways",
+            self.train_ways,
+            "None or an int >= 2",
+        )
         _check(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size, "an int >= 1")
-        _check(self.vmap_chunk_size is None or self.vmap_chunk_size >= 1, "vmap_chunk_size",
-               self.vmap_chunk_size, "None or an int >= 1")
+        _check(
+            self.vmap_chunk_size is None or self.vmap_chunk_size >= 1,
+            "vmap_chunk_size",
+            self.vmap_chunk_size,
+            "None or an int >= 1",
+        )
 
 
 def _check(ok: bool, field: str, value: object, allowed: str) -> None:
@@ -107,8 +119,14 @@ class MetricState:
 
 # -- Adam as two pure functions (torch.optim.Adam's update, default betas/eps) ------------
 def adam_update(
-    params: Params, grads: Params, m: Params, v: Params, step: int, lr: float,
-    betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+    params: Params,
+    grads: Params,
+    m: Params,
+    v: Params,
+    step: int,
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
 ) -> tuple[Params, Params, Params]:
     """One Adam step; ``step`` counts from 1. Returns new ``(params, m, v)``."""
     b1, b2 = betas
@@ -135,8 +153,9 @@ class EmbeddingSpec:
         if self.kind == "conv4":
             c, h, _ = self.in_shape
             return Conv4(in_channels=c, hidden=self.hidden, image_size=h)
-        return nn.Sequential(nn.Flatten(), mlp(math.prod(self.in_shape), [self.hidden] * 2,
-                                               self.embed_dim))
+        return nn.Sequential(
+            nn.Flatten(), mlp(math.prod(self.in_shape), [self.hidden] * 2, self.embed_dim)
+        )
 
 
 def embedding_spec(config: MetricConfig, x_shape: tuple[int, ...]) -> EmbeddingSpec:
@@ -162,8 +181,9 @@ def _model(spec: ModelSpec, device: str) -> nn.Module:
 
 
 # -- the worker job ----------------------------------------------------------------------
-def episode_loss(model: nn.Module, params: Params, ep: Episode, num_ways: int,
-                 chunk_size: int | None = None) -> tuple[Tensor, Tensor]:
+def episode_loss(
+    model: nn.Module, params: Params, ep: Episode, num_ways: int, chunk_size: int | None = None
+) -> tuple[Tensor, Tensor]:
     """Per-task query cross-entropy and accuracy ``([T], [T])`` of a stacked batch ``ep``.
 
     Tasks are vmapped ``chunk_size`` at a time (``None``: all at once); ``chunk_size=1`` runs
@@ -175,11 +195,14 @@ def episode_loss(model: nn.Module, params: Params, ep: Episode, num_ways: int,
         return F.cross_entropy(logits, qy), (logits.argmax(-1) == qy).float().mean()
 
     if chunk_size == 1:  # a plain loop: same values, without vmap's batching overhead
-        out = [task(params, *(getattr(ep, f)[t] for f in _FIELDS))
-               for t in range(ep.support_x.shape[0])]
+        out = [
+            task(params, *(getattr(ep, f)[t] for f in _FIELDS))
+            for t in range(ep.support_x.shape[0])
+        ]
         return torch.stack([o[0] for o in out]), torch.stack([o[1] for o in out])
     return vmap(task, in_dims=(None, 0, 0, 0, 0), chunk_size=chunk_size)(
-        params, ep.support_x, ep.support_y, ep.query_x, ep.query_y)
+        params, ep.support_x, ep.support_y, ep.query_x, ep.query_y
+    )
 
 
 _FIELDS = ("support_x", "support_y", "query_x", "query_y")
@@ -231,8 +254,11 @@ class EpisodeJob:
             return loss.sum(), (loss.detach(), acc.detach())
 
         g, (loss, acc) = grad(total, has_aux=True)(params)
-        return {"grad": {k: v.cpu() for k, v in g.items()},
-                "loss": loss.cpu().tolist(), "acc": acc.cpu().tolist()}
+        return {
+            "grad": {k: v.cpu() for k, v in g.items()},
+            "loss": loss.cpu().tolist(),
+            "acc": acc.cpu().tolist(),
+        }
 
 
 # -- the shared outer loop ---------------------------------------------------------------
@@ -247,7 +273,8 @@ class MetricOuterLoop(OuterLoop[MetricConfig, MetricState]):
         if probe.support_y.dtype != torch.int64:
             raise ValueError(
                 f"method {self.name!r} needs a classification family (int64 class labels); "
-                f"{family.name!r} has {probe.support_y.dtype} targets")
+                f"{family.name!r} has {probe.support_y.dtype} targets"
+            )
         self.train_family = self._train_family(config, family)
         self.model = self.model_spec(config, tuple(probe.support_x.shape[1:]))
 
@@ -257,8 +284,10 @@ class MetricOuterLoop(OuterLoop[MetricConfig, MetricState]):
             return family
         fam_cfg = family.config()
         if "num_ways" not in fam_cfg:
-            raise ValueError(f"config field 'train_ways' needs a family with a 'num_ways' "
-                             f"setting; {family.name!r} has {sorted(fam_cfg)}")
+            raise ValueError(
+                f"config field 'train_ways' needs a family with a 'num_ways' "
+                f"setting; {family.name!r} has {sorted(fam_cfg)}"
+            )
         return make_family(family.name, fam_cfg | {"num_ways": config.train_ways})
 
     def model_spec(self, config: MetricConfig, x_shape: tuple[int, ...]) -> ModelSpec:
@@ -278,8 +307,9 @@ class MetricOuterLoop(OuterLoop[MetricConfig, MetricState]):
 
     def step(self, state: MetricState) -> tuple[MetricState, Metrics]:
         cfg = self.config
-        specs = self.train_family.sample(rng(self.seed, "train", state.iteration), "train",
-                                         cfg.meta_batch_size)
+        specs = self.train_family.sample(
+            rng(self.seed, "train", state.iteration), "train", cfg.meta_batch_size
+        )
         job = self._job(grad=True)
         shards = self.pool.map(job, state.params, specs)
         # Sum in task (shard) order: the result does not depend on the number of workers.
@@ -295,8 +325,12 @@ class MetricOuterLoop(OuterLoop[MetricConfig, MetricState]):
         t = state.iteration + 1
         params, m, v = adam_update(state.params, g, state.adam_m, state.adam_v, t, cfg.outer_lr)
         gnorm = math.sqrt(sum(float((x * x).sum()) for x in g.values()))
-        metrics = {"train/loss": float(np.mean(losses)), "train/acc": float(np.mean(accs)),
-                   "train/grad_norm": gnorm, "train/iteration": float(t)}
+        metrics = {
+            "train/loss": float(np.mean(losses)),
+            "train/acc": float(np.mean(accs)),
+            "train/grad_norm": gnorm,
+            "train/iteration": float(t),
+        }
         return MetricState(params, m, v, t), metrics
 
     def per_task(self, state: MetricState, split: Split, num_tasks: int) -> PerTask:
@@ -310,5 +344,6 @@ class MetricOuterLoop(OuterLoop[MetricConfig, MetricState]):
         return summarize(split, self.per_task(state, split, num_tasks or DEFAULT_NUM_TASKS))
 
     def load_state_dict(self, d: dict[str, Any]) -> MetricState:
-        return MetricState(dict(d["params"]), dict(d["adam_m"]), dict(d["adam_v"]),
-                           int(d["iteration"]))
+        return MetricState(
+            dict(d["params"]), dict(d["adam_m"]), dict(d["adam_v"]), int(d["iteration"])
+        )

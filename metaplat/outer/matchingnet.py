@@ -118,7 +118,9 @@ class MatchingNetModel(nn.Module):
         self.fce = fce
         self.scale = scale
 
-    def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, num_ways: int) -> Tensor:
+    def forward(
+        self, support_x: Tensor, support_y: Tensor, query_x: Tensor, num_ways: int
+    ) -> Tensor:
         n_s = support_x.shape[0]
         z = self.embedding(torch.cat([support_x, query_x]))  # one BN batch per episode
         gs, fq = z[:n_s], z[n_s:]
@@ -175,5 +177,6 @@ class MatchingNet(MetricOuterLoop):
 
     def model_spec(self, config: MetricConfig, x_shape: tuple[int, ...]) -> ModelSpec:
         assert isinstance(config, MatchingNetConfig)
-        return MatchingNetSpec(embedding_spec(config, x_shape), config.fce, config.fce_steps,
-                               config.cosine_scale)
+        return MatchingNetSpec(
+            embedding_spec(config, x_shape), config.fce, config.fce_steps, config.cosine_scale
+        )

@@ -28,7 +28,7 @@ from metaplat.outer._metric_common import (
 
 
 def one_hot(y: Tensor, num_ways: int) -> Tensor:
-    """``[n] int64 -> [n, num_ways]`` float one-hot (written with a comparison so vmap batches it)."""
+    """``[n] int64 -> [n, num_ways]`` float one-hot (a comparison, so vmap batches it)."""
     return (y.unsqueeze(-1) == torch.arange(num_ways, device=y.device)).to(torch.float32)
 
 
@@ -50,7 +50,9 @@ class ProtoNetModel(nn.Module):
         super().__init__()
         self.embedding = embedding
 
-    def forward(self, support_x: Tensor, support_y: Tensor, query_x: Tensor, num_ways: int) -> Tensor:
+    def forward(
+        self, support_x: Tensor, support_y: Tensor, query_x: Tensor, num_ways: int
+    ) -> Tensor:
         n_s = support_x.shape[0]
         z = self.embedding(torch.cat([support_x, query_x]))  # one BN batch per episode
         return proto_logits(z[n_s:], prototypes(z[:n_s], support_y, num_ways))
