@@ -173,6 +173,8 @@ class ModelSpec(Protocol):
 
     def build(self) -> nn.Module: ...
 
+    def __hash__(self) -> int: ...
+
 
 @functools.lru_cache(maxsize=16)
 def _model(spec: ModelSpec, device: str) -> nn.Module:
