@@ -20,6 +20,7 @@ from metaplat.outer.protonet import (
     proto_logits,
     prototypes,
 )
+from metaplat.seeding import rng
 from metaplat.tasks.sinusoid import SinusoidFamily
 from metaplat.workers.base import LocalPool
 
@@ -199,3 +200,20 @@ def test_job_gives_same_gradient_looped_chunked_and_fully_vmapped() -> None:
         assert r["loss"] == pytest.approx(results[0]["loss"], rel=1e-5)
         for k in params:
             assert torch.allclose(r["grad"][k], results[0]["grad"][k], atol=1e-5, rtol=1e-4), k
+
+
+def test_lr_halving_schedule_is_applied_to_adam() -> None:
+    cfg = dataclasses.replace(SMALL, outer_lr=0.01, lr_halve_every=2)
+    method = ProtoNet(cfg, VEC, LocalPool(), seed=0)
+    assert [method.lr(t) for t in (1, 2, 3, 4, 5)] == [0.01, 0.01, 0.005, 0.005, 0.0025]
+    state = method.init()
+    p, m, v = state.params, state.adam_m, state.adam_v
+    for t in (1, 2, 3):
+        specs = VEC.sample(rng(0, "train", t - 1), "train", cfg.meta_batch_size)
+        (res,) = LocalPool().map(method._job(grad=True), p, specs)
+        g = {k: x / len(specs) for k, x in res["grad"].items()}
+        p, m, v = adam_update(p, g, m, v, t, [0.01, 0.01, 0.005][t - 1])
+        state, metrics = method.step(state)
+        assert metrics["train/lr"] == [0.01, 0.01, 0.005][t - 1]
+    for k in p:
+        assert torch.allclose(state.params[k], p[k], atol=1e-6), k

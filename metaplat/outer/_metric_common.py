@@ -61,6 +61,9 @@ class MetricConfig:
     """Episodes per outer iteration."""
     outer_lr: float = 1e-3
     """Adam learning rate of the embedding (both papers: 1e-3)."""
+    lr_halve_every: int | None = None
+    """Halve the learning rate every this many outer iterations (Snell et al.: every 2000
+    episodes); ``None``: constant."""
     backbone: Backbone = "auto"
     """Embedding net: ``conv4`` for images ``[C, H, W]``, ``mlp`` for vectors; ``auto`` picks."""
     hidden: int = 64
@@ -79,6 +82,12 @@ class MetricConfig:
     def __post_init__(self) -> None:
         _check(self.meta_batch_size >= 1, "meta_batch_size", self.meta_batch_size, "an int >= 1")
         _check(self.outer_lr > 0, "outer_lr", self.outer_lr, "a float > 0")
+        _check(
+            self.lr_halve_every is None or self.lr_halve_every >= 1,
+            "lr_halve_every",
+            self.lr_halve_every,
+            "None or an int >= 1",
+        )
         _check(
             self.backbone in ("auto", "conv4", "mlp"),
             "backbone",
@@ -325,15 +334,21 @@ class MetricOuterLoop(OuterLoop[MetricConfig, MetricState]):
             accs += res["acc"]
         g = {k: v / len(specs) for k, v in g.items()}
         t = state.iteration + 1
-        params, m, v = adam_update(state.params, g, state.adam_m, state.adam_v, t, cfg.outer_lr)
+        params, m, v = adam_update(state.params, g, state.adam_m, state.adam_v, t, self.lr(t))
         gnorm = math.sqrt(sum(float((x * x).sum()) for x in g.values()))
         metrics = {
             "train/loss": float(np.mean(losses)),
             "train/acc": float(np.mean(accs)),
             "train/grad_norm": gnorm,
             "train/iteration": float(t),
+            "train/lr": self.lr(t),
         }
         return MetricState(params, m, v, t), metrics
+
+    def lr(self, t: int) -> float:
+        """The learning rate of outer iteration ``t`` (counted from 1)."""
+        every = self.config.lr_halve_every
+        return self.config.outer_lr * (0.5 ** ((t - 1) // every) if every else 1.0)
 
     def per_task(self, state: MetricState, split: Split, num_tasks: int) -> PerTask:
         """Per-task ``post_loss`` / ``post_acc`` on the run's fixed evaluation episodes."""
