@@ -128,3 +128,48 @@ def run_trials(
                 break
     steps = {k: torch.stack(v) for k, v in rec.items()}
     return TrialRollout(total, steps)
+
+
+def reset_seed_for(seed: int, first_index: int) -> int:
+    """The reset seed a shard starting at global task ``first_index`` passes to its batched
+    env, so that task ``j`` always gets episode seed ``seed + j`` (the env adds the row
+    index), whatever the sharding: results do not depend on the number of workers."""
+    return seed + first_index
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialReturnsJob:
+    """Pool job: total reward of one trial per task, for a picklable policy.
+
+    Payload: ``{"policy": TrialPolicy (moved with .to(device) if it has it),
+    "index": {task seed: global position}}``. Returns ``[num_specs]`` float CPU tensor.
+    """
+
+    episodes: int
+    seed: int
+
+    def __call__(self, payload: Any, specs: Any, device: torch.device) -> torch.Tensor:
+        from metaplat.tasks.registry import family_of
+
+        if not specs:
+            return torch.zeros(0)
+        policy = payload["policy"]
+        if hasattr(policy, "to"):
+            policy = policy.to(device)
+        env = family_of(specs[0]).build_batched(specs, device)
+        seed = reset_seed_for(self.seed, payload["index"][specs[0].seed])
+        return run_trials(policy, env, self.episodes, seed).returns.float().cpu()
+
+
+def evaluate_policy(
+    policy: TrialPolicy, specs: Any, episodes: int, seed: int, pool: Any = None
+) -> torch.Tensor:
+    """Trial returns ``[len(specs)]`` of ``policy`` on ``specs`` -- the evaluation every
+    method (RL² native, RL² via RLlib, baselines) is scored by. Runs in this process on
+    CPU, or on ``pool`` (shards in task order) when given."""
+    from metaplat.workers.base import LocalPool
+
+    pool = pool or LocalPool(1)
+    index = {s.seed: i for i, s in enumerate(specs)}
+    parts = pool.map(TrialReturnsJob(episodes, seed), {"policy": policy, "index": index}, specs)
+    return torch.cat(list(parts))
