@@ -49,7 +49,9 @@ def rl2_setting(kind: str, n: int, k: int = 0) -> RL2Setting:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     p.add_argument("--bandits", default="10x5,10x10,10x50,100x5,100x10,100x50,500x5,500x10,500x50",
                    help="n x k settings of Table 1 (empty: none)")
     p.add_argument("--mdp", default="10,25,50,75,100", help="n settings of Table 2 (empty: none)")

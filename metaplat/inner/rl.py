@@ -9,7 +9,10 @@ import torch
 
 
 def discounted_returns(
-    rewards: torch.Tensor, terminals: torch.Tensor, gamma: float, bootstrap: torch.Tensor | None = None
+    rewards: torch.Tensor,
+    terminals: torch.Tensor,
+    gamma: float,
+    bootstrap: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``G_t = r_t + gamma * (1 - terminal_t) * G_{t+1}``; ``[T, B]`` in, ``[T, B]`` out.
     ``terminals[t]`` cuts the sum after step ``t``; ``bootstrap [B]`` values the state

@@ -19,7 +19,6 @@ reads the raw concatenated input instead of an embedding layer.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from typing import Any
 
@@ -309,5 +308,3 @@ def _adam(
     new = {k: p - lr * (m[k] / c1) / (torch.sqrt(v[k] / c2) + eps) for k, p in params.items()}
     return new, m, v
 
-
-_ = math  # noqa: F401  (kept for future schedules)

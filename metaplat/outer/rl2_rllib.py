@@ -256,7 +256,9 @@ class RL2RLlib(OuterLoop[RL2RLlibConfig, RL2RLlibState]):
     def step(self, state: RL2RLlibState) -> tuple[RL2RLlibState, Metrics]:
         self._module().load_state_dict(state.weights)
         self.algo.learner_group.set_weights({"default_policy": state.weights})
-        self.algo.env_runner_group.sync_weights(from_worker_or_learner_group=self.algo.learner_group)
+        self.algo.env_runner_group.sync_weights(
+            from_worker_or_learner_group=self.algo.learner_group
+        )
         result = self.algo.train()
         runners = result.get("env_runners", {})
         steps = int(runners.get("num_env_steps_sampled", 0))
