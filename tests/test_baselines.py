@@ -100,3 +100,18 @@ def test_optimistic_transitions_stay_distributions_within_radius() -> None:
     assert bool((q >= -1e-12).all()) and bool(((q - p).abs().sum(-1) <= 0.4 + 1e-9).all())
     val = lambda x: (x * v[:, None, None, :]).sum(-1)  # noqa: E731
     assert bool((val(q) >= val(p) - 1e-12).all())
+
+
+def test_reproduction_table_scores_and_formats_a_tiny_setting() -> None:
+    from metaplat.rl2_table import (
+        BANDIT_METHODS, PAPER_BANDITS, bandit_candidates, format_table, score_baselines,
+    )
+
+    cells = dict(score_baselines("bandit", {"num_arms": 5}, 10, bandit_candidates(10),
+                                 num_tasks=200, tune_tasks=50, seed=0))
+    assert set(cells) == set(BANDIT_METHODS) - {"rl2"}
+    assert cells["greedy"][0] > cells["random"][0]
+    cells["rl2"] = None
+    paper = {"n=10,k=5": PAPER_BANDITS[(10, 5)]}
+    text = format_table("T", BANDIT_METHODS, {"n=10,k=5": cells}, paper)
+    assert "not trained [6.7]" in text and "[6.6]" in text and "ucb1: c=" in text

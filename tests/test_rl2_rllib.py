@@ -78,3 +78,29 @@ def test_rllib_recurrent_ppo_trains_one_iteration_and_scores_with_native_eval(
         assert set(ev) == {"test/trial_return", "test/trial_return_ci95"}
     finally:
         algo.close()
+
+
+@pytest.mark.ray
+def test_rllib_sequential_evaluation_agrees_with_batched_in_distribution(
+    ray_session: None,
+) -> None:
+    from metaplat.outer.rl2 import evaluation_specs
+    from metaplat.outer.rl2_rllib import RL2RLlib, RL2RLlibConfig
+    from metaplat.tasks.registry import make_family
+    from metaplat.workers.base import LocalPool
+
+    cfg = RL2RLlibConfig(episodes_per_trial=4, train_batch_size=64, minibatch_size=32,
+                         num_epochs=1, num_envs_per_env_runner=1, lstm_cell_size=8,
+                         eval_tasks=200)
+    fam = make_family("bandit", {"num_arms": 2})
+    algo = RL2RLlib(cfg, fam, LocalPool(1), seed=0)
+    try:
+        state = algo.init()
+        specs = evaluation_specs(fam, "val", 200, 0)
+        seq = algo._evaluate_sequential(state, specs, seed=1)
+        batched = algo.evaluate(state, "val")
+        assert seq.shape == (200,)
+        ci = 2 * max(batched["val/trial_return_ci95"], 0.1)
+        assert abs(seq.mean().item() - batched["val/trial_return"]) < ci
+    finally:
+        algo.close()

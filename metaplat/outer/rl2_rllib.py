@@ -278,17 +278,58 @@ class RL2RLlib(OuterLoop[RL2RLlibConfig, RL2RLlibState]):
 
     def evaluate(self, state: RL2RLlibState, split: Split, num_tasks: int | None = None
                  ) -> Metrics:
+        """Trial returns on the fixed evaluation tasks of ``split``: with the native path's
+        batched evaluation (:func:`evaluate_policy`) for batchable discrete families, else
+        one trial per task through :class:`TrialEnv` (CartPole: episodes end at different
+        steps, so no batched env can hold them)."""
         from metaplat.outer.rl2 import evaluation_specs
 
-        if not (isinstance(self.family, RLFamily) and self.family.batchable):
-            raise NotImplementedError(
-                f"batched evaluation needs a batchable family; {self.family.name!r} is not")
         specs = evaluation_specs(self.family, split, num_tasks or self.config.eval_tasks,
                                  self.seed)
-        ret = evaluate_policy(self.policy(state), specs, self.config.episodes_per_trial,
-                              derive_seed(self.seed, "eval", split))
+        seed = derive_seed(self.seed, "eval", split)
+        probe = TrialEnv({"family": self.family.name, "family_config": self.family.config()})
+        batched = isinstance(self.family, RLFamily) and self.family.batchable and isinstance(
+            probe.action_space, spaces.Discrete)
+        if batched:
+            try:
+                ret = evaluate_policy(self.policy(state), specs, self.config.episodes_per_trial,
+                                      seed)
+            except ValueError:  # episodes of the batch end at different steps
+                batched = False
+        if not batched:
+            ret = self._evaluate_sequential(state, specs, seed)
         mean, half = mean_ci95(ret.numpy())
         return {f"{split}/trial_return": mean, f"{split}/trial_return_ci95": half}
+
+    def _evaluate_sequential(self, state: RL2RLlibState, specs: list[TaskSpec], seed: int
+                             ) -> torch.Tensor:
+        import tree
+        from ray.rllib.core.columns import Columns
+
+        module = self._module()
+        module.load_state_dict(state.weights)
+        dist_cls = module.get_inference_action_dist_cls()
+        torch.manual_seed(seed)  # RLlib's distributions sample from the global generator
+        env = TrialEnv({"family": self.family.name, "family_config": self.family.config(),
+                        "episodes_per_trial": self.config.episodes_per_trial,
+                        "specs": [s.to_json() for s in specs]})
+        out = []
+        for i in range(len(specs)):
+            obs, _ = env.reset(seed=seed + i)
+            h = tree.map_structure(lambda v: torch.as_tensor(v).float()[None],
+                                   module.get_initial_state())
+            total, done = 0.0, False
+            while not done:
+                with torch.no_grad():
+                    res = module.forward_inference(
+                        {Columns.OBS: torch.as_tensor(obs)[None, None], Columns.STATE_IN: h})
+                h = res[Columns.STATE_OUT]
+                dist = dist_cls.from_logits(res[Columns.ACTION_DIST_INPUTS][:, 0])
+                action = dist.sample()[0].numpy()
+                obs, r, term, trunc, _ = env.step(action)
+                total, done = total + r, term or trunc
+            out.append(total)
+        return torch.tensor(out)
 
     def close(self) -> None:
         self.algo.stop()
