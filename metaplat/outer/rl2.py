@@ -107,6 +107,8 @@ class RL2State:
     adam_step: int = 0
     iteration: int = 0
     env_steps: int = 0
+    value_scale: float = 1.0
+    """The value head predicts returns divided by this running scale of trial returns."""
 
 
 # -- the policy as a TrialPolicy ---------------------------------------------------------
@@ -128,9 +130,11 @@ class RL2Policy:
     net: GRUPolicy
     params: Params
     greedy: bool = False
+    value_scale: float = 1.0
 
     def to(self, device: torch.device | str) -> RL2Policy:
-        return RL2Policy(self.net, {k: v.to(device) for k, v in self.params.items()}, self.greedy)
+        params = {k: v.to(device) for k, v in self.params.items()}
+        return RL2Policy(self.net, params, self.greedy, self.value_scale)
 
     def initial_state(self, env: Any, keys: torch.Tensor) -> RL2Hidden:
         if (env.obs_dim, env.num_actions) != (self.net.obs_dim, self.net.num_actions):
@@ -152,7 +156,7 @@ class RL2Policy:
             cdf = torch.cumsum(logp_all.double().exp(), -1)
             action = (u.unsqueeze(-1) >= cdf).sum(-1).clamp(max=logits.shape[-1] - 1)
         logp = logp_all.gather(-1, action.unsqueeze(-1)).squeeze(-1)
-        extras = {"x": x, "logp": logp, "value": value[0]}
+        extras = {"x": x, "logp": logp, "value": value[0] * self.value_scale}
         return action, RL2Hidden(h, state.keys, state.step + 1), extras
 
 
@@ -206,7 +210,8 @@ class RL2(OuterLoop[RL2Config, RL2State]):
         return RL2State(params, zeros, {k: v.clone() for k, v in zeros.items()})
 
     def policy(self, state: RL2State, greedy: bool = False) -> RL2Policy:
-        return RL2Policy(self.net, {k: v.detach().cpu() for k, v in state.params.items()}, greedy)
+        params = {k: v.detach().cpu() for k, v in state.params.items()}
+        return RL2Policy(self.net, params, greedy, state.value_scale)
 
     def step(self, state: RL2State) -> tuple[RL2State, Metrics]:
         cfg, it = self.config, state.iteration
@@ -238,6 +243,13 @@ class RL2(OuterLoop[RL2Config, RL2State]):
         terminals = torch.zeros(t_len, b, dtype=torch.bool, device=self.device)
         terminals[-1] = True  # only the trial's end cuts the return
         adv, ret = gae(batch["reward"], batch["value"], terminals, cfg.gamma, cfg.gae_lambda)
+        # Value targets are normalised by a running scale of the returns: long trials have
+        # returns of tens to hundreds, and unscaled value gradients would swamp the policy
+        # gradient under the global norm clip (the MDP setting did not learn without this).
+        batch_scale = float(ret.std().clamp(min=1e-3))
+        v_scale = batch_scale if state.iteration == 0 else (
+            0.9 * state.value_scale + 0.1 * batch_scale)
+        ret_n = ret / v_scale
         gen = torch.Generator().manual_seed(derive_seed(self.seed, "minibatch", it))
         params = {k: v.detach().requires_grad_(True) for k, v in state.params.items()}
         m, v, step = state.adam_m, state.adam_v, state.adam_step
@@ -252,22 +264,22 @@ class RL2(OuterLoop[RL2Config, RL2State]):
                 logits, values, _ = self.net.unroll(params, batch["x"][:, idx],
                                                     h0.expand(len(idx), -1))
                 loss, info = ppo_loss(logits, values, batch["action"][:, idx],
-                                      batch["logp"][:, idx], a, ret[:, idx], cfg.clip,
+                                      batch["logp"][:, idx], a, ret_n[:, idx], cfg.clip,
                                       cfg.value_coef, cfg.entropy_coef)
                 grads = torch.autograd.grad(loss, list(params.values()))
                 norm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
-                scale = torch.clamp(cfg.max_grad_norm / (norm + 1e-6), max=1.0)
+                clip_scale = torch.clamp(cfg.max_grad_norm / (norm + 1e-6), max=1.0)
                 step += 1
                 new, m, v = _adam({k: p.detach() for k, p in params.items()},
-                                  {k: g * scale for k, g in zip(params, grads)}, m, v, step,
+                                  {k: g * clip_scale for k, g in zip(params, grads)}, m, v, step,
                                   cfg.learning_rate)
                 params = {k: p.requires_grad_(True) for k, p in new.items()}
                 for k, val in (info | {"grad_norm": norm}).items():
                     sums[k] = sums.get(k, 0.0) + float(val)
         n = cfg.epochs * cfg.minibatches
         out = RL2State({k: p.detach() for k, p in params.items()}, m, v, step,
-                       state.iteration, state.env_steps)
-        return out, {k: s / n for k, s in sums.items()}
+                       state.iteration, state.env_steps, v_scale)
+        return out, {k: s / n for k, s in sums.items()} | {"value_scale": v_scale}
 
     def evaluate(self, state: RL2State, split: Split, num_tasks: int | None = None) -> Metrics:
         specs = evaluation_specs(self.family, split, num_tasks or self.config.eval_tasks,
