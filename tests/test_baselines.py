@@ -115,3 +115,16 @@ def test_reproduction_table_scores_and_formats_a_tiny_setting() -> None:
     paper = {"n=10,k=5": PAPER_BANDITS[(10, 5)]}
     text = format_table("T", BANDIT_METHODS, {"n=10,k=5": cells}, paper)
     assert "not trained [6.7]" in text and "[6.6]" in text and "ucb1: c=" in text
+
+
+def test_gamma_and_beta_samplers_have_the_right_moments() -> None:
+    from metaplat.baselines.sampling import beta_sample, gamma_sample
+
+    gen = torch.Generator().manual_seed(0)
+    for alpha in (0.3, 1.0, 4.0):
+        x = gamma_sample(torch.full((20000,), alpha, dtype=torch.float64), gen)
+        assert abs(x.mean().item() - alpha) < 0.05 * alpha + 0.01
+        assert abs(x.var().item() - alpha) < 0.1 * alpha + 0.01
+    b = beta_sample(torch.full((20000,), 2.0, dtype=torch.float64),
+                    torch.full((20000,), 6.0, dtype=torch.float64), gen)
+    assert abs(b.mean().item() - 0.25) < 0.01 and bool(((b > 0) & (b < 1)).all())

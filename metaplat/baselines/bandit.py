@@ -16,6 +16,7 @@ import torch
 
 from environments.batched import BatchedEnv
 from metaplat.baselines.gittins import gittins_table
+from metaplat.baselines.sampling import beta_sample
 from metaplat.inner.trials import StepInput
 
 
@@ -110,41 +111,13 @@ class UCB1(BanditPolicy):
         return counts.means + self.c * torch.sqrt(2.0 * math.log(t + 1) / (counts.pulls + 1.0))
 
 
-def _beta(a: torch.Tensor, b: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Beta(a, b) samples as a ratio of gammas drawn from ``gen``."""
-    # torch's own gamma sampler takes no generator, and randomness must be an argument.
-    ga, gb = _gamma(a, gen), _gamma(b, gen)
-    return ga / (ga + gb)
-
-
-def _gamma(alpha: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Gamma(alpha, 1) samples (Marsaglia & Tsang 2000) using only ``gen``; alpha > 0."""
-    boost = alpha < 1
-    a = torch.where(boost, alpha + 1.0, alpha)
-    d = a - 1.0 / 3.0
-    c = 1.0 / torch.sqrt(9.0 * d)
-    out = torch.zeros_like(a)
-    todo = torch.ones_like(a, dtype=torch.bool)
-    while bool(todo.any()):
-        z = torch.randn(a.shape, generator=gen, device=a.device, dtype=a.dtype)
-        u = torch.rand(a.shape, generator=gen, device=a.device, dtype=a.dtype)
-        v = (1.0 + c * z) ** 3
-        ok = (v > 0) & (torch.log(u.clamp_min(1e-300)) < 0.5 * z * z + d - d * v
-                        + d * torch.log(v.clamp_min(1e-300)))
-        take = todo & ok
-        out = torch.where(take, d * v, out)
-        todo = todo & ~ok
-    u = torch.rand(a.shape, generator=gen, device=a.device, dtype=a.dtype)
-    return torch.where(boost, out * u ** (1.0 / alpha), out)
-
-
 class Thompson(BanditPolicy):
     """Thompson sampling: argmax of one Beta(s + 1, f + 1) sample per arm."""
 
     name = "ts"
 
     def scores(self, counts: ArmCounts, t: int) -> torch.Tensor:
-        return _beta(counts.successes + 1.0, counts.pulls - counts.successes + 1.0, counts.gen)
+        return beta_sample(counts.successes + 1.0, counts.pulls - counts.successes + 1.0, counts.gen)
 
 
 class OptimisticThompson(BanditPolicy):
@@ -153,7 +126,7 @@ class OptimisticThompson(BanditPolicy):
     name = "ots"
 
     def scores(self, counts: ArmCounts, t: int) -> torch.Tensor:
-        s = _beta(counts.successes + 1.0, counts.pulls - counts.successes + 1.0, counts.gen)
+        s = beta_sample(counts.successes + 1.0, counts.pulls - counts.successes + 1.0, counts.gen)
         return torch.maximum(s, counts.means)
 
 

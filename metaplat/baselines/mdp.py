@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from environments.batched import BatchedEnv
+from metaplat.baselines.sampling import gamma_sample
 from metaplat.inner.trials import StepInput
 
 
@@ -69,9 +70,7 @@ class MDPStats:
         z = torch.randn(self.counts.shape, generator=self.gen, dtype=torch.float64,
                         device=self.counts.device)
         mu = self.mu_mean + z / torch.sqrt(1.0 + self.counts)
-        from metaplat.baselines.bandit import _gamma
-
-        g = _gamma(1.0 + self.trans, self.gen)
+        g = gamma_sample(1.0 + self.trans, self.gen)
         return mu, g / g.sum(-1, keepdim=True)
 
 

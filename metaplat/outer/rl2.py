@@ -22,6 +22,7 @@ import dataclasses
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
 from environments.noise import uniform
@@ -34,7 +35,7 @@ from metaplat.inner.trials import (
 )
 from metaplat.nn.recurrent import GRUPolicy
 from metaplat.outer.base import Metrics, OuterLoop
-from metaplat.seeding import derive_seed
+from metaplat.seeding import derive_seed, rng
 from metaplat.stats import mean_ci95
 from metaplat.tasks.base import RLFamily, Split, TaskFamily, TaskSpec
 from metaplat.workers.base import Pool
@@ -198,7 +199,7 @@ class RL2(OuterLoop[RL2Config, RL2State]):
                 f"the native RL² path needs a batchable RL family; {family.name!r} is not "
                 "(use metaplat.outer.rl2_rllib)"
             )
-        probe = family.build_batched(family.sample(torch_rng(seed), "train", 1))
+        probe = family.build_batched(family.sample(task_rng(seed), "train", 1))
         if probe.num_actions is None:
             raise ValueError(f"RL² here needs discrete actions; {family.name!r} is continuous")
         self.net = GRUPolicy(probe.obs_dim, probe.num_actions, config.hidden_size)
@@ -215,7 +216,7 @@ class RL2(OuterLoop[RL2Config, RL2State]):
 
     def step(self, state: RL2State) -> tuple[RL2State, Metrics]:
         cfg, it = self.config, state.iteration
-        specs = self.family.sample(torch_rng(self.seed, "train", it), "train",
+        specs = self.family.sample(task_rng(self.seed, "train", it), "train",
                                    cfg.tasks_per_iteration)
         t0 = time.perf_counter()
         payload = {"policy": self.policy(state), "seed": derive_seed(self.seed, "rollout", it),
@@ -296,17 +297,15 @@ class RL2(OuterLoop[RL2Config, RL2State]):
         return RL2State(**d)
 
 
-def torch_rng(seed: int, *path: int | str) -> Any:
+def task_rng(seed: int, *path: int | str) -> np.random.Generator:
     """The numpy generator that picks task seeds (see ``metaplat.seeding.rng``)."""
-    from metaplat.seeding import rng
-
     return rng(seed, *path)
 
 
 def evaluation_specs(family: TaskFamily, split: Split, n: int, seed: int) -> list[TaskSpec]:
     """The fixed evaluation tasks of a split for an experiment seed; both RL² paths and the
     baselines are scored on these."""
-    return family.sample(torch_rng(seed, "eval-tasks", split), split, n)
+    return family.sample(task_rng(seed, "eval-tasks", split), split, n)
 
 
 def _adam(
