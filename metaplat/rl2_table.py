@@ -1,0 +1,187 @@
+"""RL²'s Tables 1 and 2 reproduced: baselines (tuned on meta-val tasks, scored on meta-test
+tasks) and RL² (trained here within a time budget, or loaded from a checkpoint), each as
+mean ± 95% CI of the total reward per trial from one run, with the paper's figure beside.
+
+Used by ``benchmarks/rl2_table.py``; the logic lives here so it can be imported and tested.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metaplat.baselines import bandit as B
+from metaplat.baselines import mdp as M
+from metaplat.inner.trials import TrialPolicy, evaluate_policy
+from metaplat.outer.rl2 import RL2, RL2Config, evaluation_specs
+from metaplat.stats import mean_ci95
+from metaplat.tasks.registry import make_family
+from metaplat.workers.base import LocalPool
+
+log = logging.getLogger(__name__)
+
+BANDIT_METHODS = ("random", "gittins", "ts", "ots", "ucb1", "eps-greedy", "greedy", "rl2")
+MDP_METHODS = ("random", "psrl", "opsrl", "ucrl2", "beb", "eps-greedy", "greedy", "rl2",
+               "oracle")
+
+# Duan et al. 2016, Table 1 (as copied in public reproductions; see REFERENCES.md).
+PAPER_BANDITS: dict[tuple[int, int], tuple[float, ...]] = {
+    (10, 5): (5.0, 6.6, 5.7, 6.5, 6.7, 6.6, 6.6, 6.7),
+    (10, 10): (5.0, 6.6, 5.5, 6.2, 6.7, 6.6, 6.6, 6.7),
+    (10, 50): (5.1, 6.5, 5.2, 5.5, 6.6, 6.5, 6.5, 6.8),
+    (100, 5): (49.9, 78.3, 74.7, 77.9, 78.0, 75.4, 74.8, 78.7),
+    (100, 10): (49.9, 82.8, 76.7, 81.4, 82.4, 77.4, 77.1, 83.5),
+    (100, 50): (49.8, 85.2, 64.5, 67.7, 84.3, 78.3, 78.0, 84.9),
+    (500, 5): (249.8, 405.8, 402.0, 406.7, 405.8, 388.2, 380.6, 401.6),
+    (500, 10): (249.0, 437.8, 429.5, 438.9, 437.1, 408.0, 395.0, 432.5),
+    (500, 50): (249.6, 463.7, 427.2, 437.6, 457.6, 413.6, 402.8, 438.9),
+}
+# Table 2 (no oracle column in the paper; knowing the MDP gives about 21.8 per episode).
+PAPER_MDP: dict[int, tuple[float, ...]] = {
+    10: (100.1, 138.1, 144.1, 146.6, 150.2, 132.8, 134.8, 156.2),
+    25: (250.2, 408.8, 425.2, 424.1, 427.8, 377.3, 368.8, 445.7),
+    50: (499.7, 904.4, 930.7, 918.9, 917.8, 823.3, 769.3, 936.1),
+    75: (749.9, 1417.1, 1449.2, 1427.6, 1422.6, 1293.9, 1172.9, 1428.8),
+    100: (999.4, 1939.5, 1973.9, 1942.1, 1935.1, 1778.2, 1578.5, 1913.7),
+}
+
+Cell = tuple[float, float, str]  # mean, CI half-width, note (tuned value, budget, ...)
+
+
+def _gittins_gammas(n: int) -> tuple[float, ...]:
+    return {10: (0.8, 0.9, 0.95)}.get(n, (0.95, 0.98, 0.99) if n <= 100 else (0.99, 0.995, 0.998))
+
+
+def bandit_candidates(n: int) -> dict[str, list[tuple[str, Callable[[], TrialPolicy]]]]:
+    """Each bandit method with its hyper-parameter grid (tuned on meta-val tasks)."""
+    return {
+        "random": [("", B.RandomArm)],
+        "gittins": [(f"γ={g}", lambda g=g: B.Gittins(g, n)) for g in _gittins_gammas(n)],
+        "ts": [("", B.Thompson)],
+        "ots": [("", B.OptimisticThompson)],
+        "ucb1": [(f"c={c}", lambda c=c: B.UCB1(c)) for c in (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)],
+        "eps-greedy": [(f"ε={e}", lambda e=e: B.EpsilonGreedy(e)) for e in (0.01, 0.05, 0.1, 0.2)],
+        "greedy": [("", B.Greedy)],
+    }
+
+
+def mdp_candidates() -> dict[str, list[tuple[str, Callable[[], TrialPolicy]]]]:
+    """Each MDP method with its hyper-parameter grid (tuned on meta-val tasks)."""
+    return {
+        "random": [("", M.RandomAction)],
+        "psrl": [("", M.PSRL)],
+        "opsrl": [(f"J={j}", lambda j=j: M.OptimisticPSRL(j)) for j in (2, 5)],
+        "ucrl2": [(f"c={c}", lambda c=c: M.UCRL2(c)) for c in (0.1, 0.3, 1.0)],
+        "beb": [(f"β={b}", lambda b=b: M.BEB(b)) for b in (0.3, 1.0, 3.0)],
+        "eps-greedy": [(f"ε={e}", lambda e=e: M.EpsilonGreedy(e)) for e in (0.02, 0.05, 0.1)],
+        "greedy": [("", M.Greedy)],
+        "oracle": [("", M.Oracle)],
+    }
+
+
+def score_baselines(
+    family_name: str, config: dict[str, Any], episodes: int,
+    candidates: dict[str, list[tuple[str, Callable[[], TrialPolicy]]]],
+    num_tasks: int, tune_tasks: int, seed: int,
+) -> dict[str, Cell]:
+    """Tune each method's grid on ``tune_tasks`` meta-val tasks, score the best on
+    ``num_tasks`` meta-test tasks (the same tasks RL² is scored on)."""
+    family = make_family(family_name, config)
+    val = evaluation_specs(family, "val", tune_tasks, seed)
+    test = evaluation_specs(family, "test", num_tasks, seed)
+    out: dict[str, Cell] = {}
+    for name, grid in candidates.items():
+        best = grid[0]
+        if len(grid) > 1:
+            scores = [evaluate_policy(make(), val, episodes, seed + 1).mean().item()
+                      for _, make in grid]
+            best = grid[max(range(len(grid)), key=scores.__getitem__)]
+        ret = evaluate_policy(best[1](), test, episodes, seed + 2)
+        out[name] = (*mean_ci95(ret.numpy()), best[0])
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class RL2Setting:
+    """One RL² training run for a table cell."""
+
+    family: str
+    config: dict[str, Any]
+    episodes: int
+    rl2: RL2Config
+
+    @property
+    def tag(self) -> str:
+        cfg = "_".join(f"{k}{v}" for k, v in sorted(self.config.items()))
+        return f"rl2_{self.family}_{cfg}_n{self.episodes}"
+
+
+def train_rl2(setting: RL2Setting, budget_s: float, seed: int, ckpt_dir: Path | None,
+              ) -> tuple[RL2, Any, dict[str, Any]]:
+    """Train RL² for ``budget_s`` seconds of wall clock (or resume/finish from a
+    checkpoint in ``ckpt_dir``), keeping the parameters with the best meta-val return
+    (the public reproduction also reports peak performance); returns the algorithm,
+    the kept state and facts about the run."""
+    family = make_family(setting.family, setting.config)
+    algo = RL2(setting.rl2, family, LocalPool(1), seed)
+    path = ckpt_dir / f"{setting.tag}.pt" if ckpt_dir else None
+    facts: dict[str, Any] = {"train_s": 0.0, "iterations": 0, "env_steps": 0, "best_val": None}
+    state = algo.init()
+    best = state
+    if path is not None and path.exists():
+        saved = torch.load(path, weights_only=True)
+        state = algo.load_state_dict(saved["state"])
+        best = algo.load_state_dict(saved["best"])
+        facts = saved["facts"]
+    start = time.perf_counter()
+    eval_every = max(1, int(20_000 // (setting.episodes * setting.rl2.tasks_per_iteration)) * 10)
+    while time.perf_counter() - start < budget_s:
+        state, metrics = algo.step(state)
+        if state.iteration % eval_every == 0:
+            val = algo.evaluate(state, "val", 500)["val/trial_return"]
+            log.info("%s it %d train %.2f val %.2f", setting.tag, state.iteration,
+                     metrics["train/trial_return"], val)
+            if facts["best_val"] is None or val > facts["best_val"]:
+                facts["best_val"], best = val, state
+    facts["train_s"] += time.perf_counter() - start
+    facts["iterations"], facts["env_steps"] = state.iteration, state.env_steps
+    if facts["best_val"] is None:
+        best = state
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"state": algo.state_dict(state), "best": algo.state_dict(best),
+                    "facts": facts}, path)
+    return algo, best, facts
+
+
+def score_rl2(algo: RL2, state: Any, num_tasks: int, seed: int) -> tuple[float, float]:
+    """RL² on the same meta-test tasks and evaluation code as the baselines."""
+    test = evaluation_specs(algo.family, "test", num_tasks, seed)
+    ret = evaluate_policy(algo.policy(state), test, algo.config.episodes_per_trial, seed + 2)
+    return mean_ci95(ret.numpy())
+
+
+def format_table(title: str, methods: Sequence[str], rows: dict[str, dict[str, Cell | None]],
+                 paper: dict[str, Sequence[float]]) -> str:
+    """One table: rows are settings, columns methods; cells ``mean ± ci [paper]``."""
+    width = 22
+    lines = [title, "setting".ljust(12) + "".join(m.rjust(width) for m in methods)]
+    for row, cells in rows.items():
+        line = row.ljust(12)
+        for j, m in enumerate(methods):
+            cell = cells.get(m)
+            ref = paper.get(row, ())
+            ref_s = f" [{ref[j]:g}]" if j < len(ref) else ""
+            txt = "not trained" if cell is None else f"{cell[0]:.1f}±{cell[1]:.1f}"
+            line += (txt + ref_s).rjust(width)
+        lines.append(line)
+        notes = ", ".join(f"{m}: {c[2]}" for m, c in cells.items() if c is not None and c[2])
+        if notes:
+            lines.append(" " * 12 + notes)
+    return "\n".join(lines)

@@ -1,0 +1,202 @@
+"""RL² contracts: hidden state across episodes/trials, GAE and PPO by hand, reproducibility."""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from metaplat.inner.rl import discounted_returns, gae, ppo_loss
+from metaplat.inner.trials import StepInput, evaluate_policy, run_trials
+from metaplat.nn.recurrent import GRUPolicy
+from metaplat.outer.rl2 import RL2, RL2Config, RL2Policy
+from metaplat.tasks.registry import make_family
+from metaplat.workers.base import LocalPool
+
+
+class Spy:
+    """Wraps a TrialPolicy and records the hidden state it is handed at every step."""
+
+    def __init__(self, inner: RL2Policy):
+        self.inner, self.seen = inner, []
+
+    def initial_state(self, env: Any, keys: torch.Tensor) -> Any:
+        return self.inner.initial_state(env, keys)
+
+    def __call__(self, state: Any, inp: StepInput) -> Any:
+        self.seen.append((inp.episode, inp.t, bool(inp.done.any()), state.h.clone()))
+        action, new, extras = self.inner(state, inp)
+        self.after = new.h.clone()
+        return action, new, extras
+
+
+def test_hidden_state_survives_episodes_and_resets_between_trials() -> None:
+    fam = make_family("tabular_mdp", {"num_states": 4, "num_actions": 3, "horizon": 3})
+    specs = fam.sample(np.random.default_rng(0), "train", 5)
+    net = GRUPolicy(4, 3, 8)
+    spy = Spy(RL2Policy(net, net.init_params(0)))
+    run_trials(spy, fam.build_batched(specs), episodes=3, seed=0)
+    assert len(spy.seen) == 9
+    assert torch.count_nonzero(spy.seen[0][3]) == 0  # trial starts from zeros
+    for i in range(1, 9):
+        ep, t, done, h = spy.seen[i]
+        assert torch.count_nonzero(h) > 0, (ep, t)  # never reset inside the trial
+        assert done == (t == 0)  # the done flag marks the first step of a new episode
+    # Episode 1 starts from exactly the hidden state episode 0 ended with.
+    h_end_ep0 = spy.inner(*_replay(spy, fam, specs, net))[1].h
+    assert torch.equal(spy.seen[3][3], h_end_ep0)
+    first_trial_last = spy.after
+    run_trials(spy, fam.build_batched(specs), episodes=1, seed=1)
+    assert torch.count_nonzero(spy.seen[9][3]) == 0 and torch.count_nonzero(first_trial_last) > 0
+
+
+def _replay(spy: Spy, fam: Any, specs: Any, net: GRUPolicy) -> tuple[Any, StepInput]:
+    """Rebuild the state and input of step (episode 0, t 2) by rerunning 2 steps."""
+    from metaplat.inner.trials import policy_keys
+
+    env = fam.build_batched(specs)
+    state = spy.inner.initial_state(env, policy_keys(env, 0))
+    obs = env.reset(0)
+    b = len(specs)
+    pa, pr, done = torch.full((b,), -1), torch.zeros(b), torch.zeros(b, dtype=torch.bool)
+    for t in range(3):
+        inp = StepInput(obs, pa, pr, done, t, 0)
+        if t == 2:
+            return state, inp
+        a, state, _ = spy.inner(state, inp)
+        obs, r, te, tr = env.step(a)
+        pa, pr, done = a, r, te | tr
+    raise AssertionError
+
+
+def test_gae_matches_a_hand_computation() -> None:
+    r = torch.tensor([[1.0], [0.0], [2.0]])
+    v = torch.tensor([[0.5], [1.0], [0.2]])
+    term = torch.tensor([[False], [True], [False]])
+    g, lam = 0.9, 0.5
+    # t=2: delta = 2 + 0.9*boot(0.7) - 0.2 ; t=1 terminal: delta = 0 - 1 ; t=0: 1 + .9*1 - .5
+    d2 = 2 + 0.9 * 0.7 - 0.2
+    d1 = 0.0 - 1.0
+    d0 = 1 + 0.9 * 1.0 - 0.5
+    a2, a1 = d2, d1
+    a0 = d0 + g * lam * a1
+    adv, ret = gae(r, v, term, g, lam, bootstrap=torch.tensor([0.7]))
+    assert torch.allclose(adv[:, 0], torch.tensor([a0, a1, a2]))
+    assert torch.allclose(ret, adv + v)
+    # lambda = 1, V = 0 gives discounted returns.
+    adv1, _ = gae(r, torch.zeros_like(v), term, g, 1.0)
+    assert torch.allclose(adv1, discounted_returns(r, term, g))
+    assert torch.allclose(discounted_returns(r, term, g)[:, 0], torch.tensor([1.0, 0.0, 2.0]))
+
+
+def test_ppo_loss_clips_like_the_paper() -> None:
+    # Two actions, old prob of action 0 = 0.5; new prob 0.8 -> ratio 1.6.
+    logits = torch.log(torch.tensor([[0.8, 0.2], [0.8, 0.2], [0.3, 0.7]])).requires_grad_(True)
+    actions = torch.tensor([0, 0, 0])
+    old = torch.log(torch.tensor([0.5, 0.5, 0.5]))
+    adv = torch.tensor([1.0, -1.0, 1.0])
+    zeros = torch.zeros(3)
+    loss, info = ppo_loss(logits, zeros, actions, old, adv, zeros, 0.2, 0.0, 0.0)
+    # A>0, ratio 1.6 -> clipped 1.2; A<0, ratio 1.6 -> unclipped -1.6; ratio 0.6, A>0 -> 0.6.
+    assert loss.item() == pytest.approx(-(1.2 - 1.6 + 0.6) / 3, abs=1e-6)
+    g = torch.autograd.grad(loss, logits)[0]
+    assert torch.all(g[0] == 0)  # clipped sample contributes no gradient
+    assert torch.any(g[1] != 0) and torch.any(g[2] != 0)
+    assert info["clip_frac"].item() == pytest.approx(1.0)
+    # Value loss and entropy terms.
+    v = torch.tensor([1.0, 2.0, 3.0])
+    _, info = ppo_loss(logits, v, actions, old, adv, torch.zeros(3), 0.2, 1.0, 0.0)
+    assert info["value_loss"].item() == pytest.approx(0.5 * (1 + 4 + 9) / 3)
+    h = -(0.8 * math.log(0.8) + 0.2 * math.log(0.2))
+    h3 = -(0.3 * math.log(0.3) + 0.7 * math.log(0.7))
+    assert info["entropy"].item() == pytest.approx((2 * h + h3) / 3, abs=1e-6)
+
+
+def _algo(workers: int, seed: int = 0) -> RL2:
+    cfg = RL2Config(episodes_per_trial=4, tasks_per_iteration=12, hidden_size=16, epochs=2,
+                    minibatches=3, eval_tasks=20)
+    return RL2(cfg, make_family("bandit", {"num_arms": 3}), LocalPool(workers), seed)
+
+
+def test_rl2_step_reproduces_and_does_not_depend_on_sharding() -> None:
+    runs = []
+    for workers in (1, 2, 1):
+        algo = _algo(workers)
+        state = algo.init()
+        for _ in range(2):
+            state, metrics = algo.step(state)
+        runs.append((state, metrics, algo.evaluate(state, "val")))
+    (s0, m0, e0), (s1, m1, e1), (s2, m2, e2) = runs
+    for k in s0.params:
+        assert torch.equal(s0.params[k], s2.params[k])
+        assert torch.allclose(s0.params[k], s1.params[k], atol=1e-6)
+    assert m0["train/trial_return"] == m1["train/trial_return"] == m2["train/trial_return"]
+    assert e0 == e2 and e0["val/trial_return"] == e1["val/trial_return"]
+    assert m0["train/env_steps"] == 2 * 4 * 12 and set(e0) == {
+        "val/trial_return", "val/trial_return_ci95"}
+    other = _algo(1, seed=1)
+    assert not torch.equal(other.init().params["pi.weight"], s0.params["pi.weight"])
+
+
+def test_state_dict_round_trips_through_torch_save_weights_only() -> None:
+    algo = _algo(1)
+    state, _ = algo.step(algo.init())
+    buf = io.BytesIO()
+    torch.save(algo.state_dict(state), buf)
+    buf.seek(0)
+    again = algo.load_state_dict(torch.load(buf, weights_only=True))
+    assert again.iteration == 1 and all(torch.equal(again.params[k], state.params[k])
+                                        for k in state.params)
+    ret = evaluate_policy(algo.policy(again), make_family("bandit", {"num_arms": 3}).sample(
+        np.random.default_rng(0), "test", 5), 4, seed=0)
+    assert ret.shape == (5,) and bool(((ret >= 0) & (ret <= 4)).all())
+
+
+def test_config_errors_name_the_field() -> None:
+    with pytest.raises(ValueError, match="gae_lambda must be in"):
+        RL2Config(gae_lambda=1.5)
+    with pytest.raises(ValueError, match="minibatches"):
+        RL2Config(tasks_per_iteration=2, minibatches=4)
+    with pytest.raises(ValueError, match="kind rl"):
+        RL2(RL2Config(), make_family("sinusoid"), LocalPool(1), 0)
+
+
+@pytest.mark.gpu
+def test_rl2_rollout_on_cuda_matches_cpu() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from metaplat.outer.rl2 import RL2RolloutJob
+
+    fam = make_family("tabular_mdp")
+    specs = fam.sample(np.random.default_rng(0), "train", 64)
+    net = GRUPolicy(10, 5, 32)
+    payload = {"policy": RL2Policy(net, net.init_params(0)), "seed": 3,
+               "index": {s.seed: i for i, s in enumerate(specs)}}
+    cpu = RL2RolloutJob(3)(payload, specs, torch.device("cpu"))
+    gpu = RL2RolloutJob(3)(payload, specs, torch.device("cuda"))
+    # Same noise and sampling uniforms; actions agree unless a logit differs in the last bits.
+    agree = (cpu["action"] == gpu["action"]).float().mean().item()
+    assert agree > 0.99
+
+
+@pytest.mark.parametrize("name", ["rl2_bandits", "rl2_mdp", "rl2_point_nav",
+                                  "rl2_cartpole_rllib"])
+def test_tune_specs_build_their_method_configs(name: str) -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from metaplat.outer.rl2_rllib import RL2RLlibConfig
+
+    spec = yaml.safe_load((Path(__file__).parents[1] / "tune_specs" / f"{name}.yaml").read_text())
+    config = {"rl2": RL2Config, "rl2_rllib": RL2RLlibConfig}[spec["method"]["name"]]
+    config(**spec["method"]["config"])
+    assert spec["tune"]["metric"] == "val/trial_return"
+    try:
+        make_family(spec["task"]["family"], spec["task"]["config"])
+    except ImportError:
+        pytest.skip(f"family {spec['task']['family']!r} not on this branch")
