@@ -9,10 +9,12 @@ something runnable. Spaces are frozen data, so they travel to workers and into c
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
+
+from metaplat._registry import LazyRegistry, unknown_name_message
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,3 +86,33 @@ def random_tokens(space: SearchSpace, rng: np.random.Generator) -> list[int]:
 def space_size(space: SearchSpace) -> int:
     """Number of distinct token sequences (an upper bound on distinct programs)."""
     return int(np.prod([len(d.choices) for d in space.decisions], dtype=object))
+
+
+SPACES = LazyRegistry(
+    "search space",
+    {
+        "nas_conv": "metaplat.search.nas_space:ConvSpace",
+        "nas_mlp": "metaplat.search.nas_space:MLPSpace",
+        "nos": "metaplat.search.nos_space:NOSSpace",
+    },
+)
+
+
+def make_space(config: Mapping[str, Any]) -> SearchSpace:
+    """A space from plain data: ``{"kind": "nas_conv", "num_layers": 3, ...}``.
+
+    Raises ``ValueError`` naming unknown kinds or fields (with the allowed ones).
+    """
+    config = dict(config)
+    kind = config.pop("kind", None)
+    if kind is None:
+        raise ValueError(f"space config needs a 'kind'; allowed: {', '.join(SPACES.names())}")
+    try:
+        cls = SPACES.get(kind)
+    except KeyError as e:
+        raise ValueError(e.args[0]) from None
+    allowed = [f.name for f in dataclasses.fields(cls)]
+    for key in config:
+        if key not in allowed:
+            raise ValueError(unknown_name_message(f"field of space {kind!r}", key, allowed))
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
