@@ -245,7 +245,7 @@ class Controller:
             state, params=new_p, adam_m=new_m, adam_v=new_v, num_updates=t, baseline=baseline
         )
         metrics = {
-            "controller/loss": float(loss),
+            "controller/loss": float(loss.detach()),
             "controller/reward_mean": float(rewards.mean()),
             "controller/advantage_mean": float(adv.mean()),
             "controller/baseline": baseline,
