@@ -89,6 +89,17 @@ def test_save_restore_round_trip_keeps_controller_state(tmp_path: Path) -> None:
     assert r.suggest("t3") == s.suggest("t3")  # same queue and RNG position
 
 
+def test_restore_completes_trials_that_reported_but_never_completed() -> None:
+    s = _searcher(batch_size=2)
+    s.suggest("a"), s.suggest("b")
+    s.on_trial_complete("a", {"reward": 0.5})
+    s.on_trial_result("b", {"reward": 0.75})  # then the sweep stopped before completion
+    r = _searcher(batch_size=2)
+    r.set_state(s.get_state())
+    assert [x for _, x in r.policy.history] == [0.5, 0.75] and r.policy.state.num_updates == 1
+    assert r._live == {} and r.suggest("c") is not None  # the batch is not stuck
+
+
 def test_factory_reads_the_documented_yaml_shape() -> None:
     spec = yaml.safe_load((SPECS / "nas_mlp_sinusoid.yaml").read_text())
     s = make_controller_searcher(spec["tune"]["search_alg"], spec["tune"]["metric"], "max")
@@ -114,6 +125,7 @@ def test_batched_mode_through_local_pool_does_not_depend_on_sharding() -> None:
 
 
 @pytest.mark.ray
+@pytest.mark.slow  # ~15 s; the default resume test runs children as Tune trials too
 def test_children_as_tune_trials(ray_session: None, tmp_path: Path) -> None:
     from ray import tune
 
@@ -123,7 +135,8 @@ def test_children_as_tune_trials(ray_session: None, tmp_path: Path) -> None:
     tuner = tune.Tuner(
         child_trainable,
         tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(searcher, 2), num_samples=4, metric="reward", mode="max"
+            search_alg=ConcurrencyLimiter(searcher, 2), num_samples=4, metric="reward", mode="max",
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(storage_path=str(tmp_path), name="nas", verbose=0),
     )

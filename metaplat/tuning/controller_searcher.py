@@ -57,6 +57,9 @@ _POLICY_FIELDS = ("batch_size", "update", "worst_reward", "random", "seed", "con
 class ControllerSearcher(Searcher):
     """Suggests child programs from an RL controller; learns from the trials' metric.
 
+    ``metric``/``mode`` default to ``child_trainable``'s ``reward``/``max`` (Tune only
+    passes its own metric to a searcher when ``param_space`` is non-empty).
+
     Each suggestion is ``{"tokens": [...], "program": {...}, "program_str": "...",
     "child": {...}}`` (``child`` only if a child config was given); Tune merges it over the
     ``param_space`` constants.
@@ -67,8 +70,8 @@ class ControllerSearcher(Searcher):
         space: SearchSpace | dict[str, Any],
         policy: PolicyConfig | dict[str, Any] | None = None,
         child: ChildConfig | dict[str, Any] | None = None,
-        metric: str | None = None,
-        mode: str | None = None,
+        metric: str = "reward",
+        mode: str = "max",
     ):
         super().__init__(metric=metric, mode=mode)
         self.space = make_space(space) if isinstance(space, dict) else space
@@ -79,6 +82,7 @@ class ControllerSearcher(Searcher):
             child = ChildConfig.from_dict(child)
         self.child = child
         self._live: dict[str, list[int]] = {}
+        self._last: dict[str, float] = {}  # latest metric of each live trial
 
     def set_search_properties(
         self, metric: str | None, mode: str | None, config: dict, **spec: Any
@@ -98,9 +102,14 @@ class ControllerSearcher(Searcher):
             config["child"] = self.child.to_dict()
         return config
 
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self._live and self.metric in result:
+            self._last[trial_id] = float(result[self.metric])
+
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
+        self._last.pop(trial_id, None)
         tokens = self._live.pop(trial_id, None)
         if tokens is None:
             return
@@ -118,11 +127,17 @@ class ControllerSearcher(Searcher):
 
     # -- checkpointing: plain data + tensors, loadable with weights_only=True ------------
     def get_state(self) -> dict[str, Any]:
-        return {"policy": self.policy.state_dict(), "live": dict(self._live)}
+        return {"policy": self.policy.state_dict(), "live": dict(self._live), "last": dict(self._last)}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
         self._live = {k: list(v) for k, v in state["live"].items()}
+        self._last = {k: float(v) for k, v in state.get("last", {}).items()}
+        # A trial that reported but whose completion the checkpoint missed (e.g. the sweep was
+        # stopped between the two) is finished on restore from its last result; otherwise Tune
+        # may never complete it again and a sync batch would wait forever.
+        for trial_id, value in list(self._last.items()):
+            self.on_trial_complete(trial_id, {self.metric: value})
 
     def save(self, checkpoint_path: str) -> None:
         torch.save(self.get_state(), checkpoint_path)
