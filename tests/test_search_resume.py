@@ -17,7 +17,8 @@ TINY_CHILD = {"steps": 5, "data": {"num_train": 32, "num_val": 32}}
 def _searcher_state(exp_dir: Path) -> dict:
     paths = glob.glob(os.path.join(exp_dir, "searcher-state-*.pkl"))
     assert paths, f"no searcher checkpoint in {exp_dir}"
-    return torch.load(max(paths, key=os.path.getmtime), weights_only=True)
+    # newest session by name, as Tune's own restore picks it (mtimes change on re-sync)
+    return torch.load(max(paths), weights_only=True)
 
 
 @pytest.mark.ray
