@@ -249,7 +249,7 @@ class Controller:
             "controller/reward_mean": float(rewards.mean()),
             "controller/advantage_mean": float(adv.mean()),
             "controller/baseline": baseline,
-            "controller/entropy": float(s.entropy.mean()),
+            "controller/entropy": float(s.entropy.detach().mean()),
             "controller/grad_norm": gnorm,
         }
         return new_state, metrics
