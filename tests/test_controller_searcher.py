@@ -144,3 +144,34 @@ def test_children_as_tune_trials(ray_session: None, tmp_path: Path) -> None:
     assert len(results) == 4 and not results.errors
     assert all(0.0 <= r.metrics["reward"] <= 1.0 for r in results)
     assert searcher.policy.state.num_updates == 2 and len(searcher.policy.history) == 4
+
+
+@pytest.mark.parametrize("path", sorted(SPECS.glob("n*s_*.yaml")), ids=lambda p: p.name)
+def test_tune_specs_build(path: Path) -> None:
+    spec = yaml.safe_load(path.read_text())
+    if "search_alg" in spec["tune"]:
+        s = make_controller_searcher(spec["tune"]["search_alg"], spec["tune"]["metric"], "max")
+        assert s.suggest("t") is not None
+    else:  # batched mode: the whole search is one trial configured by param_space
+        ps = spec["param_space"]
+        policy = SearchPolicy(make_space(ps["space"]), PolicyConfig(**ps["policy"]))
+        ChildConfig.from_dict(ps["child"])
+        assert policy.propose() is not None
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_batched_search_as_one_tune_trial(ray_session: None, tmp_path: Path) -> None:
+    from ray import tune
+
+    from metaplat.tuning.controller_searcher import batched_search_trainable
+
+    config = {"space": SPACE, "child": TINY_CHILD, "policy": {"batch_size": 4}, "num_children": 8}
+    results = tune.Tuner(
+        batched_search_trainable,
+        param_space=config,
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="batched", verbose=0),
+    ).fit()
+    assert not results.errors
+    m = results[0].metrics
+    assert m["search/children"] == 8 and m["training_iteration"] == 2 and results[0].checkpoint
