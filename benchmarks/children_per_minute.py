@@ -2,7 +2,7 @@
 
 Both modes run the controller searcher over the NAS MLP space on spirals (the children of
 ``search_vs_random.py``). Trial-per-child: ``Tuner(child_trainable, ControllerSearcher)``,
-2 concurrent trials, actors reused (Ray started in-process with 2 CPUs). Batched: one process,
+2 concurrent trials, actors reused (a fresh local Ray with 2 CPUs; its start-up is not timed). Batched: one process,
 ``LocalPool``, the controller updated per batch of 8. Target: >= 10 tiny children/min batched.
 
 Run: ``PYTHONPATH=. python benchmarks/children_per_minute.py [--trials 12] [--batched 160]``.
@@ -41,13 +41,12 @@ def batched(n: int) -> tuple[float, float]:
 
 def tune_trials(n: int) -> float:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway loopback cluster
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     import ray
     from ray import tune
 
     from metaplat.tuning.controller_searcher import ControllerSearcher, child_trainable
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         searcher = ControllerSearcher(SPACE, {"batch_size": 2, "seed": 0}, CHILD)
         with tempfile.TemporaryDirectory() as d:

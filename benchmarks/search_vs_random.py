@@ -71,14 +71,23 @@ def nas(seeds: list[int], n: int, batch: int) -> None:
 
 
 def _sign_agreement(program: dsl.Program) -> bool:
-    """PowerSign/AddSign-like: a product involving sign(m̂) and g or sign(g)."""
-    ops = program.operands()
-    muls = any(program.units[k].b in ("mul", "div") for k in program.used_units())
-    return "sign_m" in ops and bool(ops & {"g", "sign_g"}) and muls
+    """PowerSign/AddSign family (heuristic): the rule combines sign(m̂) (the ``sign_m``
+    operand, or ``m`` under the ``sign`` function) with the gradient (g, g³ or sign(g))."""
+    ops, signed_m = set(), False
+    for k in program.used_units():
+        u = program.units[k]
+        for op, fn in [(u.op1, u.u1)] + ([] if u.b == "keep_left" else [(u.op2, u.u2)]):
+            ops.add(op)
+            signed_m |= op == "sign_m" or (op == "m" and fn == "sign")
+    return signed_m and bool(ops & {"g", "g3", "sign_g"})
 
 
-def nos(seed: int, n: int, batch: int, top: int) -> None:
-    print(f"\n== NOS, 2-unit rules, 2x32 MLP on spirals: {n} children per search, lrs {LRS} ==")
+def nos(seed: int, n: int, batch: int, top: int, no_adam: bool) -> None:
+    space = dict(NOS_SPACE)
+    if no_adam:  # force the search to build rules from raw statistics
+        space["operands"] = [o for o in dsl.OPERANDS if o not in ("adam", "rmsprop")]
+    print(f"\n== NOS, 2-unit rules{' without adam/rmsprop operands' if no_adam else ''}, "
+          f"2x32 MLP on spirals: {n} children per search, lrs {LRS} ==")
     ref = ChildConfig.from_dict(NOS_CHILD)
     held = ChildConfig.from_dict(HELD_OUT)
     mom = run_child({"kind": "nos", **dsl.MOMENTUM.to_dict()}, ref, seed).reward
@@ -86,14 +95,14 @@ def nos(seed: int, n: int, batch: int, top: int) -> None:
     print(f"search task, same steps and lr grid: SGD-momentum {mom:.3f}, Adam {adam:.3f}")
     for name, random in (("controller", False), ("random", True)):
         t0 = time.perf_counter()
-        pol = search(NOS_SPACE, NOS_CHILD, n, batch, seed, random)
+        pol = search(space, NOS_CHILD, n, batch, seed, random)
         rewards = [r for _, r in pol.history]
         beat = sum(r > mom for r in rewards)
         like = sum(_sign_agreement(program_of(pol.space.decode(t))) for t, _ in pol.history)
         print(f"\n{name}: {time.perf_counter() - t0:.0f}s, best {max(rewards):.3f}, mean "
               f"{statistics.mean(rewards):.3f}, last-batch mean {statistics.mean(rewards[-batch:]):.3f}; "
               f"{beat}/{len(rewards)} rules beat SGD-momentum on the search task; "
-              f"{like} sampled rules are PowerSign/AddSign-like")  # fmt: skip
+              f"{like} sampled rules are PowerSign/AddSign-like (sign(m̂) with g)")  # fmt: skip
         ranked, seen = [], set()
         for t, r in sorted(pol.history, key=lambda tr: -tr[1]):
             f = program_of(pol.space.decode(t)).formula()
@@ -118,13 +127,14 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--skip-nos", action="store_true")
     ap.add_argument("--skip-nas", action="store_true")
+    ap.add_argument("--nos-no-adam", action="store_true", help="NOS without adam/rmsprop operands")
     args = ap.parse_args()
     torch.set_num_threads(1)
     n_nas, n_nos = (32, 32) if args.quick else (320, 480)
     if not args.skip_nas:
         nas(list(range(args.seeds)), n_nas, 8)
     if not args.skip_nos:
-        nos(0, n_nos, 16, top=5)
+        nos(0, n_nos, 16, top=5, no_adam=args.nos_no_adam)
 
 
 if __name__ == "__main__":
