@@ -11,8 +11,8 @@ metaplat/PointNav-v0        goal=(0, 0), horizon=100, max_action=0.1, reward="di
                             goal_tolerance=0.01 (see environments.point_nav.PointNavEnv)
 metaplat/CartPolePhysics-v0 length=0.5, masspole=0.1, masscart=1.0, force_mag=10.0,
                             horizon=500, task_seed=0 (environments.cartpole_physics)
-metaplat/Bandit-v0          see environments.bandit (added by the bandit family)
-metaplat/TabularMDP-v0      see environments.tabular_mdp (added by the tabular-MDP family)
+metaplat/Bandit-v0          probs, horizon (see environments.bandit.BanditEnv)
+metaplat/TabularMDP-v0      mdp arrays, episode length (environments.tabular_mdp)
 ==========================  ================================================================
 
 Example::
@@ -32,8 +32,8 @@ NAMESPACE = "metaplat"
 ENVS: tuple[tuple[str, str], ...] = (
     ("metaplat/PointNav-v0", "environments.point_nav:PointNavEnv"),
     ("metaplat/CartPolePhysics-v0", "environments.cartpole_physics:CartPolePhysicsEnv"),
-    # ("metaplat/Bandit-v0", "environments.bandit:BanditEnv"),
-    # ("metaplat/TabularMDP-v0", "environments.tabular_mdp:TabularMDPEnv"),
+    ("metaplat/Bandit-v0", "environments.bandit:BanditEnv"),
+    ("metaplat/TabularMDP-v0", "environments.tabular_mdp:TabularMDPEnv"),
 )
 
 

@@ -338,3 +338,37 @@ def test_repo_specs_validate(path: Path | None) -> None:
     if path is None:
         pytest.skip("no tune_specs/*.yaml yet")
     validate_spec(load_spec(path))
+
+
+def trainable_spec(**extra: Any) -> dict[str, Any]:
+    return {
+        "name": "nas",
+        "trainable": "metaplat.tuning.controller_searcher:child_trainable",
+        "tune": {
+            "metric": "reward",
+            "mode": "max",
+            "search_alg": {"name": "controller", "space": {"kind": "nas_mlp"}, **extra},
+        },
+    }
+
+
+def test_trainable_spec_replaces_task_and_method() -> None:
+    spec = parse_spec(trainable_spec())
+    resolved = validate_spec(spec)
+    assert resolved.trainable.__name__ == "child_trainable" and resolved.method_cls is None
+    assert parse_spec(spec.to_dict()) == spec
+
+
+def test_trainable_spec_errors_name_the_field() -> None:
+    assert any("batchsize" in e and "batch_size" in e for e in errors_of(trainable_spec(batchsize=3)))
+    assert any("seed" in e for e in errors_of(trainable_spec(seed=1)))  # the spec's seed is used
+    bad = trainable_spec()
+    bad["trainable"] = "metaplat.tuning.controller_searcher:no_such_function"
+    assert any(e.startswith("trainable: cannot import") for e in errors_of(bad))
+    both = {**trainable_spec(), **{k: v for k, v in base().items() if k in ("task", "method")}}
+    assert any("not both" in e for e in errors_of(both))
+    neither = {k: v for k, v in base().items() if k not in ("task", "method")}
+    assert any("task and method required" in e for e in errors_of(neither))
+    searched = trainable_spec()
+    searched["tune"]["search_space"] = {"method.config.inner_lr": [0.1, 0.2]}
+    assert any("can only search 'seed'" in e for e in errors_of(searched))

@@ -80,5 +80,6 @@ METHODS: LazyRegistry[type[OuterLoop[Any, Any]]] = LazyRegistry(
         "protonet": "metaplat.outer.protonet:ProtoNet",
         "matchingnet": "metaplat.outer.matchingnet:MatchingNet",
         "rl2": "metaplat.outer.rl2:RL2",
+        "rl2_rllib": "metaplat.outer.rl2_rllib:RL2RLlib",
     },
 )

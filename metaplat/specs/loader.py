@@ -170,6 +170,8 @@ class Resolved:
     """The ``OuterLoop`` subclass."""
     method_config: Any
     """``method_cls.Config`` built from the spec's values."""
+    trainable: Any = None
+    """The function of a spec's ``trainable`` (then family and method are ``None``)."""
 
 
 def validate_spec(spec: ExperimentSpec) -> Resolved:
@@ -184,10 +186,15 @@ def validate_spec(spec: ExperimentSpec) -> Resolved:
             errors.extend(e.errors)
             return None
 
-    family = attempt(build_family, spec.task.family, spec.task.config)
-    method_cls = attempt(resolve_method, spec.method.name)
-    config = None
+    family = method_cls = config = function = None
+    if spec.trainable is not None:
+        function = attempt(resolve_trainable, spec.trainable)
+    else:
+        assert spec.task is not None and spec.method is not None
+        family = attempt(build_family, spec.task.family, spec.task.config)
+        method_cls = attempt(resolve_method, spec.method.name)
     if method_cls is not None:
+        assert spec.task is not None and spec.method is not None
         config = attempt(build_method_config, method_cls, spec.method.config, "method.config")
         if family is not None and family.kind not in method_cls.task_kinds:
             errors.append(
@@ -221,8 +228,19 @@ def validate_spec(spec: ExperimentSpec) -> Resolved:
             errors += check_factory(factory, fixed, f"tune.{key}")
     if errors:
         raise SpecError(errors)
-    assert method_cls is not None
-    return Resolved(family, method_cls, config)
+    return Resolved(family, method_cls, config, function)
+
+
+def resolve_trainable(path: str) -> Any:
+    """The function at ``package.module:function`` (a spec's ``trainable``)."""
+    module, _, name = path.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise SpecError(f"trainable: cannot import {path!r} ({e})") from None
+    if not callable(fn):
+        raise SpecError(f"trainable: {path!r} is not a function")
+    return fn
 
 
 def check_search_values(
@@ -236,6 +254,7 @@ def check_search_values(
         fields = hints(method_cls.Config)
     elif section == "task":
         try:
+            assert spec.task is not None
             fields = family_fields(spec.task.family)
         except Exception:  # the family's own error was reported already
             return []
@@ -252,9 +271,9 @@ def check_search_values(
     for value in domain.representatives() if build else []:
         try:
             trial = spec.replace_path(path, value)
-            if section == "method":
+            if section == "method" and trial.method is not None:
                 build_method_config(method_cls, trial.method.config, f"{where}={value!r}")
-            elif section == "task":
+            elif section == "task" and trial.task is not None:
                 build_family(trial.task.family, trial.task.config, "task", f"{where}={value!r}")
         except SpecError as e:
             errors += e.errors
@@ -317,8 +336,13 @@ def summary(spec: ExperimentSpec) -> str:
         else f"{w.num_workers} workers x ({w.num_cpus:g} CPU, {w.num_gpus:g} GPU)"
     )
     sched = spec.tune.scheduler.name if spec.tune.scheduler else "fifo"
+    what = (
+        f"trainable {spec.trainable}"
+        if spec.method is None or spec.task is None
+        else f"{spec.method.name} on {spec.task.family}"
+    )
     return (
-        f"{spec.name}: {spec.method.name} on {spec.task.family}, {trials}, "
+        f"{spec.name}: {what}, {trials}, "
         f"{spec.train.iterations} iterations, {workers} per trial, {t.mode} {t.metric}, "
         f"scheduler {sched}, storage {spec.storage_path} [spec {spec.digest()}]"
     )

@@ -243,12 +243,17 @@ class ExperimentSpec:
 
     name: str
     """Experiment name; results go to ``<storage_path>/<name>``."""
-    task: TaskSection
-    """The task family and its config."""
-    method: MethodSection
-    """The outer loop and its config."""
     tune: TuneSection
     """Metric, search space, search algorithm and scheduler."""
+    task: TaskSection | None = None
+    """The task family and its config (required unless ``trainable`` is set)."""
+    method: MethodSection | None = None
+    """The outer loop and its config (required unless ``trainable`` is set)."""
+    trainable: str | None = None
+    """Instead of task + method: a Tune function trainable ``package.module:function``
+    (e.g. a controller search's child trainable), called with ``param_space`` + ``seed``."""
+    param_space: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Constants passed to ``trainable`` in its config (only with ``trainable``)."""
     seed: int = 0
     """Root of the seed tree; each trial's seed (searchable under ``tune.search_space.seed``)."""
     workers: WorkersSection = dataclasses.field(default_factory=WorkersSection)
@@ -259,6 +264,29 @@ class ExperimentSpec:
     """Where results and checkpoints go: local dir, NFS path, ``s3://...`` or ``gs://...``."""
 
     def __post_init__(self) -> None:
+        if self.trainable is None:
+            missing = [k for k in ("task", "method") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(
+                    f"{' and '.join(missing)} required (or a 'trainable: module:function' "
+                    "instead of task + method)"
+                )
+            if self.param_space:
+                raise ValueError("param_space is only for specs with a 'trainable'")
+        else:
+            if self.task is not None or self.method is not None:
+                raise ValueError("give either 'trainable' or task + method, not both")
+            if ":" not in self.trainable:
+                raise ValueError(
+                    f"trainable must be an import path 'package.module:function', "
+                    f"got {self.trainable!r}"
+                )
+            extra = sorted(set(self.tune.search_space) - {"seed"})
+            if extra:
+                raise ValueError(
+                    f"tune.search_space[{extra[0]!r}]: specs with a 'trainable' can only "
+                    "search 'seed' (their search algorithm proposes the rest)"
+                )
         if not _NAME.match(self.name):
             raise ValueError(
                 f"name must use letters, digits, '_', '-', '.' only, got {self.name!r}"
@@ -290,6 +318,8 @@ class ExperimentSpec:
             return dataclasses.replace(self, seed=check_value(value, int, "seed"))
         section, _, key = path.split(".", 2)
         sec = getattr(self, section)
+        if sec is None:
+            raise ValueError(f"search path {path!r}: this spec has no {section!r} section")
         return dataclasses.replace(
             self, **{section: dataclasses.replace(sec, config={**sec.config, key: value})}
         )

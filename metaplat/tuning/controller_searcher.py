@@ -9,8 +9,9 @@ Works under ``ConcurrencyLimiter``; in ``sync`` mode ``suggest`` returns ``None`
 batch waits for its rewards.
 
 YAML shape (``metaplat run``; the runner resolves ``name: controller`` to
-:func:`make_controller_searcher`)::
+:func:`make_searcher`, seeded by the spec's ``seed``)::
 
+    seed: 0
     trainable: metaplat.tuning.controller_searcher:child_trainable
     tune:
       metric: reward          # child_trainable reports "reward" (worst for failed children)
@@ -22,8 +23,7 @@ YAML shape (``metaplat run``; the runner resolves ``name: controller`` to
         space: {kind: nas_mlp, max_layers: 3}       # nas_conv | nas_mlp | nos (+ fields)
         child: {steps: 100, data: {source: spirals}} # ChildConfig, sent to each trial
         batch_size: 8         # PolicyConfig fields: batch_size, update, worst_reward,
-        update: sync          #   random, seed, controller
-        seed: 0
+        update: sync          #   random, controller
         controller: {hidden: 35, layers: 2, lr: 0.0006, entropy_coef: 0.0001}
 
 For children too small for a trial each, run ``batched_search_trainable`` as a single trial
@@ -164,6 +164,31 @@ def make_controller_searcher(spec_section: dict[str, Any], metric: str, mode: st
         )
     policy = PolicyConfig(**{k: section[k] for k in _POLICY_FIELDS if k in section})
     return ControllerSearcher(section["space"], policy, section.get("child"), metric, mode)
+
+
+def make_searcher(
+    metric: str,
+    mode: str,
+    seed: int,
+    space: dict[str, Any],
+    child: dict[str, Any] | None = None,
+    batch_size: int = 8,
+    update: str = "sync",
+    worst_reward: float = 0.0,
+    random: bool = False,
+    controller: dict[str, Any] | None = None,
+) -> Searcher:
+    """``SEARCHERS["controller"]``: a spec's ``tune.search_alg`` options (the spec's ``seed``
+    seeds the controller). ``random: true`` gives random search through the same space."""
+    policy = PolicyConfig(
+        batch_size=batch_size,
+        update=update,
+        worst_reward=worst_reward,
+        random=random,
+        seed=seed,
+        controller=controller or {},  # type: ignore[arg-type]
+    )
+    return ControllerSearcher(space, policy, child, metric, mode)
 
 
 def child_trainable(config: dict[str, Any]) -> None:

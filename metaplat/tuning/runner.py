@@ -168,10 +168,13 @@ def run_experiment(
     """
     from ray import tune
 
-    from metaplat.tuning.trainable import make_trainable
+    from metaplat.tuning.trainable import make_trainable, trial_resources
 
     resolved = validate_spec(spec)
-    trainable = make_trainable(spec, resolved.method_cls)
+    if resolved.trainable is not None:
+        trainable = tune.with_resources(resolved.trainable, trial_resources(spec.workers))
+    else:
+        trainable = make_trainable(spec, resolved.method_cls)
     path = experiment_path(spec)
     restorable = tune.Tuner.can_restore(path)
     if restorable and not resume:  # checked before Ray starts: fail fast, mix nothing

@@ -2,7 +2,7 @@
 
 Both are lazy registries of factories (``"module:function"``), so an optional backend that
 is not installed (optuna, hyperopt) only fails when a spec names it, and another module can
-add one line, e.g. ``SEARCHERS.register("controller", "metaplat.tuning.controller:make")``.
+add one line, e.g. ``SEARCHERS.register("name", "package.module:factory")``.
 
 Factory contracts (keyword options come from the spec and are checked against the
 signature before any trial starts):
@@ -32,7 +32,7 @@ SEARCHERS: LazyRegistry[Callable[..., Any]] = LazyRegistry(
         "optuna": "metaplat.tuning.searchers:optuna_search",
         "hyperopt": "metaplat.tuning.searchers:hyperopt_search",
         # NAS-RL / NOS controller (a Tune Searcher); lives in its own module.
-        "controller": "metaplat.tuning.controller:make_searcher",
+        "controller": "metaplat.tuning.controller_searcher:make_searcher",
     },
 )
 

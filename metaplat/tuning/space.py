@@ -38,8 +38,9 @@ def to_tune(domain: Domain) -> Any:
 
 
 def param_space(spec: ExperimentSpec) -> dict[str, Any]:
-    """The Tuner's ``param_space``: the seed, every searched path, and the spec hash."""
-    space: dict[str, Any] = {"seed": spec.seed, SPEC_HASH_KEY: spec.digest()}
+    """The Tuner's ``param_space``: the seed, every searched path, and the spec hash
+    (and a ``trainable`` spec's ``param_space`` constants)."""
+    space: dict[str, Any] = {**spec.param_space, "seed": spec.seed, SPEC_HASH_KEY: spec.digest()}
     for path, domain in spec.tune.search_space.items():
         space[path] = to_tune(domain)
     return space

@@ -87,8 +87,8 @@ def provenance(spec: ExperimentSpec) -> dict[str, Any]:
     return {
         "meta/seed": spec.seed,
         "meta/spec_hash": spec.digest(),
-        "meta/method": spec.method.name,
-        "meta/family": spec.task.family,
+        "meta/method": spec.method.name if spec.method else spec.trainable,
+        "meta/family": spec.task.family if spec.task else None,
         "meta/version/metaplat": metaplat.__version__,
         "meta/version/ray": ray.__version__,
         "meta/version/torch": torch.__version__,
@@ -129,6 +129,7 @@ def run_trial(config: dict[str, Any], spec: ExperimentSpec, method_cls: type) ->
 
     spec = trial_spec(spec, config)
     torch.set_num_threads(max(1, int(spec.workers.driver_cpus)))
+    assert spec.task is not None and spec.method is not None
     family = build_family(spec.task.family, spec.task.config)
     method_config = build_method_config(method_cls, spec.method.config, "method.config")
     meta = provenance(spec)
@@ -176,7 +177,7 @@ def make_trainable(spec: ExperimentSpec, method_cls: type) -> Callable[[dict[str
 
     # Tune names trials and their folders after the function.
     trainable.__name__ = trainable.__qualname__ = "".join(
-        c if c.isalnum() else "_" for c in spec.method.name.rsplit(":", 1)[-1].lower()
+        c if c.isalnum() else "_" for c in method_cls.__name__.lower()
     )
     resources = trial_resources(spec.workers)
     return tune.with_resources(trainable, resources)  # type: ignore[no-any-return]
