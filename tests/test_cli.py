@@ -143,3 +143,32 @@ def test_report_plot_is_optional(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_report_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", str(tmp_path / "nope")]) == 1
     assert "is not an experiment folder" in capsys.readouterr().err
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize(
+    "spec, overrides",
+    [
+        # The README's main job, shortened: MAML through two worker actors on 2 CPUs.
+        ("quickstart.yaml", ["train.iterations=3", "train.eval_every=1", "train.eval_tasks=4"]),
+        # Controller search with one Tune trial per child (NAS-RL), through `metaplat run`.
+        ("nas_mlp_sinusoid.yaml", ["tune.num_samples=2", "tune.search_alg.batch_size=2",
+                                   "tune.search_alg.child.steps=5"]),
+    ],
+)
+def test_repo_spec_runs_end_to_end_and_resume_keeps_results(
+    ray_session: None, tmp_path: Path, capsys: pytest.CaptureFixture[str], spec: str,
+    overrides: list[str],
+) -> None:
+    argv = ["run", str(REPO / "tune_specs" / spec), "--storage-path", str(tmp_path)]
+    argv += [a for o in overrides for a in ("--set", o)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "0 errored" in out
+    assert main(argv) == 1  # an existing experiment is never overwritten
+    assert "--resume" in capsys.readouterr().err
+    assert main([*argv, "--resume"]) == 0  # finished trials are kept, nothing reruns
+    assert "0 errored" in capsys.readouterr().out
