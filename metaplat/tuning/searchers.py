@@ -74,7 +74,9 @@ def optuna_search(metric: str, mode: str, seed: int, sampler: str = "tpe") -> An
         import optuna
         from ray.tune.search.optuna import OptunaSearch
     except ImportError as e:
-        raise ImportError(f"search_alg 'optuna' needs optuna installed ({e})") from None
+        raise ImportError(
+            f"search_alg 'optuna' needs optuna: pip install -e '.[optuna]' ({e})"
+        ) from None
     samplers = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
     if sampler not in samplers:
         raise ValueError(f"optuna sampler must be one of {', '.join(samplers)}, got {sampler!r}")
@@ -86,7 +88,9 @@ def hyperopt_search(metric: str, mode: str, seed: int, n_initial_points: int = 2
     try:
         from ray.tune.search.hyperopt import HyperOptSearch
     except ImportError as e:
-        raise ImportError(f"search_alg 'hyperopt' needs hyperopt installed ({e})") from None
+        raise ImportError(
+            f"search_alg 'hyperopt' needs hyperopt: pip install -e '.[hyperopt]' ({e})"
+        ) from None
     return HyperOptSearch(random_state_seed=seed, n_initial_points=n_initial_points)
 
 
