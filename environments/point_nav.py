@@ -99,6 +99,10 @@ class BatchedPointNav:
         goals: ``[B, 2]`` goal positions (any array-like).
         device: where the state lives.
         horizon, max_action, reward, goal_tolerance: as in :class:`PointNavEnv`.
+        task_seeds: int64 ``[B]`` task identities (the family passes ``spec.seed``); the
+            dynamics are deterministic and never read them, but policies key their own
+            sampling noise on them (``metaplat.inner.trials.policy_keys``), so a task's
+            trial does not depend on its row in the batch. Default ``arange(B)``.
     """
 
     obs_dim = 2
@@ -113,6 +117,7 @@ class BatchedPointNav:
         max_action: float = 0.1,
         reward: Reward = "distance",
         goal_tolerance: float = 0.01,
+        task_seeds: Any = None,
     ) -> None:
         _check(horizon, max_action, reward, goal_tolerance)
         self.device = torch.device(device)
@@ -120,6 +125,11 @@ class BatchedPointNav:
         if self.goals.ndim != 2 or self.goals.shape[1] != 2:
             raise ValueError(f"goals must have shape [B, 2], got {tuple(self.goals.shape)}")
         self.num_envs = int(self.goals.shape[0])
+        if task_seeds is None:
+            task_seeds = torch.arange(self.num_envs)
+        self.task_seeds = torch.as_tensor(task_seeds, dtype=torch.int64, device=self.device)
+        if self.task_seeds.shape != (self.num_envs,):
+            raise ValueError(f"task_seeds must have shape [{self.num_envs}]")
         self.max_episode_steps = int(horizon)
         self.max_action = float(np.float32(max_action))
         self.reward_type = reward

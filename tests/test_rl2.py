@@ -184,7 +184,7 @@ def test_rl2_rollout_on_cuda_matches_cpu() -> None:
 
 
 @pytest.mark.parametrize("name", ["rl2_bandits", "rl2_mdp", "rl2_point_nav",
-                                  "rl2_cartpole_rllib"])
+                                  "rl2_point_nav_rllib", "rl2_cartpole_rllib"])
 def test_tune_specs_build_their_method_configs(name: str) -> None:
     from pathlib import Path
 

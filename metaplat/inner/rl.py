@@ -1,9 +1,12 @@
-"""RL update math as pure functions: discounted returns, GAE, the PPO loss.
+"""RL update math as pure functions: discounted returns, GAE, the PPO loss, and the
+log-probabilities and entropies of categorical and diagonal-Gaussian policies.
 
 Shapes are time-major: ``[T, B]`` for ``T`` steps of ``B`` parallel sequences.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -51,6 +54,30 @@ def gae(
     return adv, adv + values
 
 
+def categorical_logp_entropy(
+    logits: torch.Tensor, actions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability of int64 ``actions [...]`` under ``softmax(logits [..., A])`` and
+    the distribution's entropy; both ``[...]``."""
+    logp_all = torch.log_softmax(logits, dim=-1)
+    logp = logp_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logp, entropy
+
+
+def gaussian_logp_entropy(
+    mean: torch.Tensor, log_std: torch.Tensor, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-density of ``x [..., D]`` under the diagonal Gaussian ``N(mean [..., D],
+    exp(log_std [D])^2)`` (summed over the ``D`` coordinates) and its entropy; both ``[...]``.
+    """
+    log_std = log_std.expand_as(mean)
+    z = (x - mean) * torch.exp(-log_std)
+    logp = (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+    entropy = (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(-1)
+    return logp, entropy
+
+
 def ppo_loss(
     logits: torch.Tensor,
     values: torch.Tensor,
@@ -62,21 +89,37 @@ def ppo_loss(
     value_coef: float,
     entropy_coef: float,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """PPO's clipped surrogate (Schulman et al. 2017) plus value loss minus entropy bonus.
+    """:func:`clipped_ppo_loss` for a categorical policy: ``logits [..., A]``, int64
+    ``actions [...]``."""
+    logp, entropy = categorical_logp_entropy(logits, actions)
+    return clipped_ppo_loss(logp, entropy, values, old_logp, advantages, returns, clip,
+                            value_coef, entropy_coef)
+
+
+def clipped_ppo_loss(
+    logp: torch.Tensor,
+    entropy: torch.Tensor,
+    values: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    returns: torch.Tensor,
+    clip: float,
+    value_coef: float,
+    entropy_coef: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PPO's clipped surrogate (Schulman et al. 2017) plus value loss minus entropy bonus,
+    for any action distribution (it only needs the log-probabilities and entropies).
 
     ``loss = -mean(min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A))
     + value_coef * mean((V - R)^2) / 2 - entropy_coef * mean(H)``, ``ratio = exp(logp -
-    old_logp)``. ``logits [..., A]``, everything else ``[...]``. Returns the loss and
-    detached diagnostics (``policy_loss``, ``value_loss``, ``entropy``, ``clip_frac``,
-    ``approx_kl``).
+    old_logp)``. All arguments ``[...]``. Returns the loss and detached diagnostics
+    (``policy_loss``, ``value_loss``, ``entropy``, ``clip_frac``, ``approx_kl``).
     """
-    logp_all = torch.log_softmax(logits, dim=-1)
-    logp = logp_all.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
     ratio = torch.exp(logp - old_logp)
     surr = torch.minimum(ratio * advantages, ratio.clamp(1 - clip, 1 + clip) * advantages)
     policy_loss = -surr.mean()
     value_loss = 0.5 * (values - returns).pow(2).mean()
-    entropy = -(logp_all.exp() * logp_all).sum(-1).mean()
+    entropy = entropy.mean()
     loss = policy_loss + value_coef * value_loss - entropy_coef * entropy
     with torch.no_grad():
         info = {

@@ -8,8 +8,9 @@ policy, the bandit/MDP baselines and the RLlib policy all implement it, so
 :func:`run_trials` scores them all the same way.
 
 Episodes of a batch must end together (every env of the batch terminates or truncates at
-the same step), which holds for the bandit and tabular-MDP families. Families whose
-episodes end at different steps (CartPole) go through the RLlib path.
+the same step), which holds for the bandit and tabular-MDP families and for point
+navigation with ``goal_tolerance: 0`` (fixed horizon). Families whose episodes end at
+different steps (CartPole) go through the RLlib path.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ class StepInput:
 
     Attributes:
         obs: ``[B, obs_dim]`` current observation.
-        prev_action: ``int64 [B]`` previous action; ``-1`` at the first step of a trial.
+        prev_action: previous action: ``int64 [B]``, ``-1`` at the first step of a trial
+            (discrete envs), or ``float [B, action_dim]``, zeros at the first step
+            (continuous envs).
         prev_reward: ``[B]`` previous reward; 0 at the first step of a trial.
         done: ``bool [B]`` the previous step ended an episode (False at the trial's start).
         t: step index within the current episode.
@@ -100,7 +103,7 @@ def run_trials(
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     device, b = env.device, env.num_envs
     state = policy.initial_state(env, policy_keys(env, seed))
-    prev_action = torch.full((b,), -1, dtype=torch.int64, device=device)
+    prev_action = initial_prev_action(env)
     prev_reward = torch.zeros(b, device=device)
     done = torch.zeros(b, dtype=torch.bool, device=device)
     total = torch.zeros(b, device=device)
@@ -128,6 +131,14 @@ def run_trials(
                 break
     steps = {k: torch.stack(v) for k, v in rec.items()}
     return TrialRollout(total, steps)
+
+
+def initial_prev_action(env: BatchedEnv) -> torch.Tensor:
+    """The "previous action" at a trial's start: ``-1`` per env (discrete) or a zero
+    vector per env (continuous), i.e. no action yet."""
+    if env.num_actions is not None:
+        return torch.full((env.num_envs,), -1, dtype=torch.int64, device=env.device)
+    return torch.zeros(env.num_envs, int(env.action_dim or 0), device=env.device)
 
 
 def reset_seed_for(seed: int, first_index: int) -> int:

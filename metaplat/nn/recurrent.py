@@ -1,5 +1,15 @@
 """RL²'s recurrent policy: a GRU over ``(obs, previous action, previous reward, done)``
-with policy and value heads, used as pure functions of a parameter dict.
+with a policy head and a value head, used as pure functions of a parameter dict.
+
+Two policy heads, picked from the environment by :meth:`GRUPolicy.for_env`:
+
+* discrete actions (``num_actions`` set): a categorical over ``num_actions`` logits;
+* continuous actions (``action_dim`` set): a diagonal Gaussian with a state-independent,
+  learned log-std (``params["log_std"]``). The Gaussian lives in *policy units*, the env's
+  box ``[-max_action, max_action]^action_dim`` rescaled to ``[-1, 1]``, so the same
+  initial spread suits any bound. A sample ``u`` is clipped only to step the env
+  (``max_action * clip(u, -1, 1)``); its log-probability (and PPO's ratio) is computed on
+  the unclipped ``u``, which keeps the density exact and the gradient non-zero at the bounds.
 
 The module only fixes shapes; every call goes through :func:`torch.func.functional_call`
 with explicit ``params``, so the learner differentiates a plain function and workers run
@@ -11,41 +21,80 @@ same numbers.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
+from environments.noise import normal, uniform
+from metaplat.inner.rl import categorical_logp_entropy, gaussian_logp_entropy
+
 
 @dataclasses.dataclass(frozen=True)
 class GRUPolicy:
-    """Shapes of the policy; ``input_size = obs_dim + num_actions + 2``.
+    """Shapes of the policy; ``input_size = obs_dim + head_size + 2``.
 
     Attributes:
         obs_dim: flat observation size.
-        num_actions: discrete actions.
+        num_actions: discrete actions, or None for a continuous (Gaussian) policy.
         hidden_size: GRU units (256 in the paper).
+        action_dim: continuous action size (None for a discrete policy).
+        max_action: the continuous env's per-coordinate bound (actions lie in
+            ``[-max_action, max_action]``); unused by a discrete policy.
     """
 
     obs_dim: int
-    num_actions: int
+    num_actions: int | None
     hidden_size: int = 256
+    action_dim: int | None = None
+    max_action: float = 1.0
 
     def __post_init__(self) -> None:
-        for f in ("obs_dim", "num_actions", "hidden_size"):
-            if getattr(self, f) < 1:
-                raise ValueError(f"{f} must be >= 1, got {getattr(self, f)}")
+        if (self.num_actions is None) == (self.action_dim is None):
+            raise ValueError(
+                "exactly one of num_actions (discrete) and action_dim (continuous) must be "
+                f"set, got num_actions={self.num_actions}, action_dim={self.action_dim}"
+            )
+        for f in ("obs_dim", "num_actions", "hidden_size", "action_dim"):
+            value = getattr(self, f)
+            if value is not None and value < 1:
+                raise ValueError(f"{f} must be >= 1, got {value}")
+        if not self.max_action > 0:
+            raise ValueError(f"max_action must be > 0, got {self.max_action}")
+
+    @classmethod
+    def for_env(cls, env: Any, hidden_size: int) -> GRUPolicy:
+        """The policy for a batched env: categorical if ``env.num_actions`` is set, else a
+        Gaussian over ``env.action_dim`` coordinates bounded by ``env.max_action``."""
+        if env.num_actions is not None:
+            return cls(env.obs_dim, env.num_actions, hidden_size)
+        if getattr(env, "max_action", None) is None:
+            raise ValueError(
+                f"{type(env).__name__} has continuous actions but no max_action bound"
+            )
+        return cls(env.obs_dim, None, hidden_size, env.action_dim, float(env.max_action))
+
+    @property
+    def continuous(self) -> bool:
+        return self.action_dim is not None
+
+    @property
+    def head_size(self) -> int:
+        """Policy-head outputs: logits (discrete) or Gaussian means (continuous)."""
+        return int(self.action_dim or self.num_actions or 0)
 
     @property
     def input_size(self) -> int:
-        return self.obs_dim + self.num_actions + 2
+        return self.obs_dim + self.head_size + 2
 
     def module(self) -> _Net:
-        return _net(self.input_size, self.hidden_size, self.num_actions)
+        return _net(self.input_size, self.hidden_size, self.head_size)
 
     def init_params(self, seed: int) -> dict[str, torch.Tensor]:
         """Fresh parameters from ``seed``: PyTorch's GRU init, orthogonal heads with gains
-        0.01 (policy: near-uniform start) and 1 (value), zero biases."""
+        0.01 (policy: near-uniform / near-zero-mean start) and 1 (value), zero biases; a
+        Gaussian policy adds ``log_std = 0`` (std 1 in policy units: the whole box)."""
         gen = torch.Generator().manual_seed(seed)
         h = self.hidden_size
         bound = h**-0.5
@@ -58,16 +107,19 @@ class GRUPolicy:
             q = q * torch.sign(torch.diagonal(r))
             return gain * (q if rows >= cols else q.T)[:rows, :cols].contiguous()
 
-        return {
+        params = {
             "gru.weight_ih_l0": unif(3 * h, self.input_size),
             "gru.weight_hh_l0": unif(3 * h, h),
             "gru.bias_ih_l0": unif(3 * h),
             "gru.bias_hh_l0": unif(3 * h),
-            "pi.weight": ortho(self.num_actions, h, 0.01),
-            "pi.bias": torch.zeros(self.num_actions),
+            "pi.weight": ortho(self.head_size, h, 0.01),
+            "pi.bias": torch.zeros(self.head_size),
             "v.weight": ortho(1, h, 1.0),
             "v.bias": torch.zeros(1),
         }
+        if self.continuous:
+            params["log_std"] = torch.zeros(self.head_size)
+        return params
 
     def initial_hidden(self, batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """Zeros ``[B, H]``: the hidden state at the start of every trial."""
@@ -80,10 +132,17 @@ class GRUPolicy:
         prev_reward: torch.Tensor,
         done: torch.Tensor,
     ) -> torch.Tensor:
-        """``obs ⊕ one_hot(prev_action) ⊕ prev_reward ⊕ done`` -> ``[..., input_size]``;
-        ``prev_action = -1`` (trial start) gives an all-zero one-hot."""
-        a = torch.nn.functional.one_hot(prev_action.clamp(min=0), self.num_actions).float()
-        a = a * (prev_action >= 0).unsqueeze(-1).float()
+        """``obs ⊕ action code ⊕ prev_reward ⊕ done`` -> ``[..., input_size]``.
+
+        Discrete: the code is ``one_hot(prev_action)``, all zeros for ``prev_action = -1``
+        (trial start). Continuous: the executed previous action ``[..., action_dim]`` in
+        policy units (``prev_action / max_action``, in ``[-1, 1]``; zeros at trial start).
+        """
+        if self.continuous:
+            a = prev_action.float() / self.max_action
+        else:
+            a = torch.nn.functional.one_hot(prev_action.clamp(min=0), self.head_size).float()
+            a = a * (prev_action >= 0).unsqueeze(-1).float()
         return torch.cat(
             [obs.float(), a, prev_reward.float().unsqueeze(-1), done.float().unsqueeze(-1)], -1
         )
@@ -93,21 +152,60 @@ class GRUPolicy:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Run the GRU over ``x [T, B, input_size]`` from ``h0 [B, H]``.
 
-        Returns ``(logits [T, B, A], values [T, B], h_T [B, H])``. Gradients flow through
-        the whole sequence (full backprop through the trial; trials here are <= 1000
-        steps, so no truncation is needed).
+        Returns ``(head [T, B, head_size], values [T, B], h_T [B, H])``, ``head`` being the
+        logits (discrete) or the Gaussian means (continuous). Gradients flow through the
+        whole sequence (full backprop through the trial; trials here are <= 1000 steps, so
+        no truncation is needed).
         """
+        weights = {k: v for k, v in params.items() if k != "log_std"}
         out: tuple[torch.Tensor, torch.Tensor, torch.Tensor] = functional_call(
-            self.module(), params, (x, h0)
+            self.module(), weights, (x, h0)
         )
         return out
 
+    def log_prob_entropy(
+        self, params: dict[str, torch.Tensor], head: torch.Tensor, sample: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probability of ``sample`` (int64 ``[...]`` or unclipped ``[..., action_dim]``
+        in policy units) under the head's distribution, and its entropy; both ``[...]``."""
+        if self.continuous:
+            return gaussian_logp_entropy(head, params["log_std"], sample)
+        return categorical_logp_entropy(head, sample)
+
+    def sample(
+        self, params: dict[str, torch.Tensor], head: torch.Tensor, keys: torch.Tensor,
+        counter: int,
+    ) -> torch.Tensor:
+        """One draw per row of ``head [B, head_size]`` from counter-based noise on ``keys
+        [B]`` (so a row's draw does not depend on the batch it is in): inverse CDF on a
+        float64 uniform (discrete, int64 ``[B]``) or ``mean + std * normal`` with one
+        normal per coordinate (continuous, unclipped ``[B, action_dim]``)."""
+        if self.continuous:
+            d = self.head_size
+            counters = counter * d + torch.arange(d, device=keys.device)
+            eps = normal(keys.unsqueeze(-1), counters, head.dtype)
+            return head + torch.exp(params["log_std"]) * eps
+        u = uniform(keys, counter, torch.float64)
+        cdf = torch.cumsum(torch.log_softmax(head, dim=-1).double().exp(), -1)
+        return (u.unsqueeze(-1) >= cdf).sum(-1).clamp(max=self.head_size - 1)
+
+    def mode(self, head: torch.Tensor) -> torch.Tensor:
+        """The greedy draw: the most likely action, or the Gaussian mean."""
+        return head if self.continuous else head.argmax(-1)
+
+    def env_action(self, sample: torch.Tensor) -> torch.Tensor:
+        """What the env is stepped with: discrete actions as they are; continuous samples
+        clipped to ``[-1, 1]`` and scaled to ``[-max_action, max_action]``."""
+        if self.continuous:
+            return sample.clamp(-1.0, 1.0) * self.max_action
+        return sample
+
 
 class _Net(nn.Module):
-    def __init__(self, input_size: int, hidden_size: int, num_actions: int):
+    def __init__(self, input_size: int, hidden_size: int, head_size: int):
         super().__init__()
         self.gru = nn.GRU(input_size, hidden_size)
-        self.pi = nn.Linear(hidden_size, num_actions)
+        self.pi = nn.Linear(hidden_size, head_size)
         self.v = nn.Linear(hidden_size, 1)
 
     def forward(
@@ -120,9 +218,9 @@ class _Net(nn.Module):
 _NETS: dict[tuple[int, int, int], _Net] = {}
 
 
-def _net(input_size: int, hidden_size: int, num_actions: int) -> _Net:
+def _net(input_size: int, hidden_size: int, head_size: int) -> _Net:
     """One shape-holder module per shape (its own parameters are never used)."""
-    key = (input_size, hidden_size, num_actions)
+    key = (input_size, hidden_size, head_size)
     if key not in _NETS:
         _NETS[key] = _Net(*key).to("meta")
     return _NETS[key]

@@ -12,6 +12,10 @@ One outer iteration (``step``):
    through the whole trial (<= 1000 steps here, no truncation);
 4. metrics: ``train/trial_return`` and PPO diagnostics.
 
+The policy head follows the env: categorical for discrete actions (bandit, tabular_mdp),
+a diagonal Gaussian with learned log-std for continuous ones (point_nav; see
+:mod:`metaplat.nn.recurrent` for its units and clipping).
+
 Deviations from the paper: PPO instead of TRPO (as in public reproductions); the GRU
 reads the raw concatenated input instead of an embedding layer.
 """
@@ -25,8 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from environments.noise import uniform
-from metaplat.inner.rl import gae, ppo_loss
+from metaplat.inner.rl import clipped_ppo_loss, gae
 from metaplat.inner.trials import (
     StepInput,
     evaluate_policy,
@@ -124,9 +127,12 @@ class RL2Hidden:
 
 @dataclasses.dataclass
 class RL2Policy:
-    """The GRU policy with fixed ``params``. Actions are sampled by inverse CDF on
-    counter-based uniforms of the task keys, so a trial does not depend on batch layout;
-    ``greedy`` takes the argmax instead. Extras: ``x`` (inputs), ``logp``, ``value``."""
+    """The GRU policy with fixed ``params``. Actions are sampled from counter-based noise
+    on the task keys (:meth:`GRUPolicy.sample`), so a trial does not depend on batch
+    layout; ``greedy`` takes the mode (argmax, or the Gaussian mean) instead. Continuous
+    samples are clipped to the env's box to step it. Extras: ``x`` (inputs), ``sample``
+    (the unclipped draw that ``logp`` scores; the action itself when discrete), ``logp``,
+    ``value``."""
 
     net: GRUPolicy
     params: Params
@@ -138,33 +144,31 @@ class RL2Policy:
         return RL2Policy(self.net, params, self.greedy, self.value_scale)
 
     def initial_state(self, env: Any, keys: torch.Tensor) -> RL2Hidden:
-        if (env.obs_dim, env.num_actions) != (self.net.obs_dim, self.net.num_actions):
-            raise ValueError(
-                f"policy expects obs_dim={self.net.obs_dim}, num_actions="
-                f"{self.net.num_actions}; env has {env.obs_dim}, {env.num_actions}"
-            )
+        expected = GRUPolicy.for_env(env, self.net.hidden_size)
+        if expected != self.net:
+            raise ValueError(f"policy {self.net} does not fit the env, which needs {expected}")
         return RL2Hidden(self.net.initial_hidden(env.num_envs, env.device), keys)
 
     def __call__(self, state: RL2Hidden, inp: StepInput) -> tuple[torch.Tensor, Any, dict]:
         x = self.net.inputs(inp.obs, inp.prev_action, inp.prev_reward, inp.done)
         with torch.no_grad():
-            logits, value, h = self.net.unroll(self.params, x.unsqueeze(0), state.h)
-        logp_all = torch.log_softmax(logits[0], dim=-1)
+            heads, value, h = self.net.unroll(self.params, x.unsqueeze(0), state.h)
+        head = heads[0]
         if self.greedy:
-            action = logp_all.argmax(-1)
+            sample = self.net.mode(head)
         else:
-            u = uniform(state.keys, state.step, torch.float64)
-            cdf = torch.cumsum(logp_all.double().exp(), -1)
-            action = (u.unsqueeze(-1) >= cdf).sum(-1).clamp(max=logits.shape[-1] - 1)
-        logp = logp_all.gather(-1, action.unsqueeze(-1)).squeeze(-1)
-        extras = {"x": x, "logp": logp, "value": value[0] * self.value_scale}
-        return action, RL2Hidden(h, state.keys, state.step + 1), extras
+            sample = self.net.sample(self.params, head, state.keys, state.step)
+        logp, _ = self.net.log_prob_entropy(self.params, head, sample)
+        extras = {"x": x, "sample": sample, "logp": logp, "value": value[0] * self.value_scale}
+        return self.net.env_action(sample), RL2Hidden(h, state.keys, state.step + 1), extras
 
 
 @dataclasses.dataclass(frozen=True)
 class RL2RolloutJob:
     """Pool job: one trial per task in the batched env on ``device``; returns CPU tensors
-    ``x [T, B, in]``, ``action``, ``logp``, ``value``, ``reward`` ``[T, B]``, ``returns [B]``.
+    ``x [T, B, in]``, ``logp``, ``value``, ``reward`` ``[T, B]``, ``returns [B]`` and
+    ``action``: what the log-probabilities score (int64 ``[T, B]`` actions, or the
+    unclipped Gaussian samples ``[T, B, action_dim]``).
     Payload: ``{"policy": RL2Policy, "seed": int, "index": {task seed: position}}``."""
 
     episodes: int
@@ -176,16 +180,17 @@ class RL2RolloutJob:
         env = family_of(specs[0]).build_batched(specs, device)
         seed = reset_seed_for(payload["seed"], payload["index"][specs[0].seed])
         ro = run_trials(policy, env, self.episodes, seed, record=True)
-        keep = ("x", "action", "logp", "value", "reward")
+        keep = ("x", "logp", "value", "reward")
         out = {k: ro.steps[k].float().cpu() for k in keep}
-        out["action"] = ro.steps["action"].cpu()
+        out["action"] = ro.steps["sample"].cpu()
         out["returns"] = ro.returns.float().cpu()
         return out
 
 
 # -- the outer loop ------------------------------------------------------------------------
 class RL2(OuterLoop[RL2Config, RL2State]):
-    """RL² meta-training on a batchable RL family (bandit, tabular_mdp, ...)."""
+    """RL² meta-training on a batchable RL family (bandit, tabular_mdp, point_nav, ...)
+    whose episodes end together within a batch (point_nav: ``goal_tolerance: 0``)."""
 
     name = "rl2"
     Config = RL2Config
@@ -200,9 +205,7 @@ class RL2(OuterLoop[RL2Config, RL2State]):
                 "(use metaplat.outer.rl2_rllib)"
             )
         probe = family.build_batched(family.sample(task_rng(seed), "train", 1))
-        if probe.num_actions is None:
-            raise ValueError(f"RL² here needs discrete actions; {family.name!r} is continuous")
-        self.net = GRUPolicy(probe.obs_dim, probe.num_actions, config.hidden_size)
+        self.net = GRUPolicy.for_env(probe, config.hidden_size)
         self.device = torch.device(config.device)
 
     def init(self) -> RL2State:
@@ -262,11 +265,12 @@ class RL2(OuterLoop[RL2Config, RL2State]):
                 a = adv[:, idx]
                 if a.numel() > 1:
                     a = (a - a.mean()) / (a.std() + 1e-8)
-                logits, values, _ = self.net.unroll(params, batch["x"][:, idx],
-                                                    h0.expand(len(idx), -1))
-                loss, info = ppo_loss(logits, values, batch["action"][:, idx],
-                                      batch["logp"][:, idx], a, ret_n[:, idx], cfg.clip,
-                                      cfg.value_coef, cfg.entropy_coef)
+                head, values, _ = self.net.unroll(params, batch["x"][:, idx],
+                                                  h0.expand(len(idx), -1))
+                logp, entropy = self.net.log_prob_entropy(params, head, batch["action"][:, idx])
+                loss, info = clipped_ppo_loss(logp, entropy, values, batch["logp"][:, idx], a,
+                                              ret_n[:, idx], cfg.clip, cfg.value_coef,
+                                              cfg.entropy_coef)
                 grads = torch.autograd.grad(loss, list(params.values()))
                 norm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
                 clip_scale = torch.clamp(cfg.max_grad_norm / (norm + 1e-6), max=1.0)
