@@ -6,9 +6,11 @@ import dataclasses
 import io
 import itertools
 import math
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from metaplat.nn.controller import (
     Controller,
@@ -18,6 +20,7 @@ from metaplat.nn.controller import (
     log_probs,
 )
 from metaplat.search.policy import PolicyConfig
+from metaplat.tuning.controller_searcher import make_controller_searcher
 
 VOCAB = [3, 2, 4]
 
@@ -110,6 +113,24 @@ def test_ppo_state_round_trips_and_resumes_adam_where_it_stopped() -> None:
 def test_policy_config_takes_the_algorithm_from_a_spec_dict() -> None:
     cfg = PolicyConfig(controller={"algorithm": "ppo", "ppo_epochs": 2, "ppo_clip": 0.1})
     assert cfg.controller.algorithm == "ppo" and cfg.controller.steps_per_update == 2
+
+
+def test_spec_with_ppo_drives_a_searcher_that_saves_and_restores(tmp_path: Path) -> None:
+    spec = yaml.safe_load((Path(__file__).parent.parent / "tune_specs/nas_mlp_sinusoid.yaml")
+                          .read_text())  # fmt: skip
+    section = spec["tune"]["search_alg"] | {"batch_size": 2}
+    assert section["controller"]["algorithm"] == "reinforce"  # the documented default
+    section["controller"] = section["controller"] | {"algorithm": "ppo", "ppo_epochs": 2}
+    s = make_controller_searcher(section, "reward", "max")
+    for i in range(2):
+        s.suggest(f"t{i}")
+    s.on_trial_complete("t0", {"reward": 0.2})
+    s.on_trial_complete("t1", {"reward": 0.8})
+    assert s.policy.state.num_updates == 1 and "controller/clip_fraction" in s.policy.last_metrics
+    s.save(str(tmp_path / "searcher.pt"))
+    r = make_controller_searcher(section, "reward", "max")
+    r.restore(str(tmp_path / "searcher.pt"))
+    assert r.suggest("t2") == s.suggest("t2")
 
 
 @pytest.mark.parametrize(
