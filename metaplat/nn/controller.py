@@ -344,7 +344,8 @@ def _clipped_grads(
 def _adam_step(
     params: Params, adam_m: Params, adam_v: Params, grads: Params, t: int, lr: float
 ) -> tuple[Params, Params, Params]:
-    """Adam's ``t``-th step (1-based; betas 0.9, 0.999): new params and moments, inputs untouched."""
+    """Adam's ``t``-th step (1-based; betas 0.9, 0.999): new params and moments; the inputs
+    are not modified."""
     b1, b2, eps = 0.9, 0.999, 1e-8
     new_p, new_m, new_v = {}, {}, {}
     for k, g in grads.items():
