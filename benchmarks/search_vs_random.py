@@ -8,7 +8,8 @@ controller and by random search, printed as formulas and re-evaluated on a held-
 and the same learning-rate grid; and whether PowerSign/AddSign-like rules appear.
 
 Batched-children mode (``metaplat.search.batched``) with a ``LocalPool``; one process, one
-thread. Run: ``PYTHONPATH=. python benchmarks/search_vs_random.py [--quick]``.
+thread. ``--algorithm ppo`` trains the controller with PPO instead of REINFORCE (same
+settings otherwise). Run: ``PYTHONPATH=. python benchmarks/search_vs_random.py [--quick]``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 
 import torch
 
+from metaplat.nn.controller import ALGORITHMS
 from metaplat.optim import dsl
 from metaplat.search.batched import run_search
 from metaplat.search.children import ChildConfig, run_child
@@ -39,23 +41,27 @@ HELD_OUT = NOS_CHILD | {"steps": 60, "data": NOS_CHILD["data"] | {"num_classes":
 CONTROLLER = {"hidden": 35, "layers": 2, "lr": 0.02, "baseline_decay": 0.8, "entropy_coef": 1e-3}
 
 
-def search(space: dict, child: dict, n: int, batch: int, seed: int, random: bool) -> SearchPolicy:
-    cfg = PolicyConfig(batch_size=batch, seed=seed, random=random, controller=CONTROLLER)
+def search(
+    space: dict, child: dict, n: int, batch: int, seed: int, random: bool, algorithm: str
+) -> SearchPolicy:
+    controller = CONTROLLER | {"algorithm": algorithm}
+    cfg = PolicyConfig(batch_size=batch, seed=seed, random=random, controller=controller)
     policy = SearchPolicy(make_space(space), cfg)
     with LocalPool() as pool:
         run_search(policy, ChildConfig.from_dict(child), pool, n, seed)
     return policy
 
 
-def nas(seeds: list[int], n: int, batch: int) -> None:
-    print(f"\n== NAS-RL, MLP space on spirals: {n} children per search, batches of {batch} ==")
+def nas(seeds: list[int], n: int, batch: int, algorithm: str) -> None:
+    print(f"\n== NAS-RL, MLP space on spirals: {n} children per search, batches of {batch}, "
+          f"controller trained with {algorithm} ==")  # fmt: skip
     print(f"{'seed':>4} | {'ctrl best':>9} {'rand best':>9} | {'ctrl last-batch mean':>20} "
           f"{'rand mean':>9} {'rand last-batch mean':>20} | ctrl best program")  # fmt: skip
     rows = []
     for seed in seeds:
         t0 = time.perf_counter()
-        c = search(NAS_SPACE, NAS_CHILD, n, batch, seed, random=False)
-        r = search(NAS_SPACE, NAS_CHILD, n, batch, seed, random=True)
+        c = search(NAS_SPACE, NAS_CHILD, n, batch, seed, random=False, algorithm=algorithm)
+        r = search(NAS_SPACE, NAS_CHILD, n, batch, seed, random=True, algorithm=algorithm)
         c_r = [x for _, x in c.history]
         r_r = [x for _, x in r.history]
         row = (max(c_r), max(r_r), statistics.mean(c_r[-batch:]), statistics.mean(r_r),
@@ -82,12 +88,12 @@ def _sign_agreement(program: dsl.Program) -> bool:
     return signed_m and bool(ops & {"g", "g3", "sign_g"})
 
 
-def nos(seed: int, n: int, batch: int, top: int, no_adam: bool) -> None:
+def nos(seed: int, n: int, batch: int, top: int, no_adam: bool, algorithm: str) -> None:
     space = dict(NOS_SPACE)
     if no_adam:  # force the search to build rules from raw statistics
         space["operands"] = [o for o in dsl.OPERANDS if o not in ("adam", "rmsprop")]
     print(f"\n== NOS, 2-unit rules{' without adam/rmsprop operands' if no_adam else ''}, "
-          f"2x32 MLP on spirals: {n} children per search, lrs {LRS} ==")
+          f"2x32 MLP on spirals: {n} children per search, lrs {LRS}, {algorithm} ==")
     ref = ChildConfig.from_dict(NOS_CHILD)
     held = ChildConfig.from_dict(HELD_OUT)
     mom = run_child({"kind": "nos", **dsl.MOMENTUM.to_dict()}, ref, seed).reward
@@ -95,7 +101,7 @@ def nos(seed: int, n: int, batch: int, top: int, no_adam: bool) -> None:
     print(f"search task, same steps and lr grid: SGD-momentum {mom:.3f}, Adam {adam:.3f}")
     for name, random in (("controller", False), ("random", True)):
         t0 = time.perf_counter()
-        pol = search(space, NOS_CHILD, n, batch, seed, random)
+        pol = search(space, NOS_CHILD, n, batch, seed, random, algorithm)
         rewards = [r for _, r in pol.history]
         beat = sum(r > mom for r in rewards)
         like = sum(_sign_agreement(program_of(pol.space.decode(t))) for t, _ in pol.history)
@@ -128,13 +134,15 @@ def main() -> None:
     ap.add_argument("--skip-nos", action="store_true")
     ap.add_argument("--skip-nas", action="store_true")
     ap.add_argument("--nos-no-adam", action="store_true", help="NOS without adam/rmsprop operands")
+    ap.add_argument("--algorithm", choices=ALGORITHMS, default="reinforce",
+                    help="the controller's update rule")  # fmt: skip
     args = ap.parse_args()
     torch.set_num_threads(1)
     n_nas, n_nos = (32, 32) if args.quick else (320, 480)
     if not args.skip_nas:
-        nas(list(range(args.seeds)), n_nas, 8)
+        nas(list(range(args.seeds)), n_nas, 8, args.algorithm)
     if not args.skip_nos:
-        nos(0, n_nos, 16, top=5, no_adam=args.nos_no_adam)
+        nos(0, n_nos, 16, top=5, no_adam=args.nos_no_adam, algorithm=args.algorithm)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,24 @@
 
 Zoph & Le (2017): a 2-layer LSTM of 35 units; at step ``t`` it reads the embedding of the
 token chosen at step ``t-1`` (a learned start vector at ``t=0``) and a per-decision softmax
-picks decision ``t``'s token. It is trained with REINFORCE, an exponential-moving-average
-baseline and an entropy bonus. Everything here is a pure function of a params dict; the
+picks decision ``t``'s token. Everything here is a pure function of a params dict; the
 mutable parts (params, Adam moments, baseline, counters, seed) live in :class:`ControllerState`,
 which round-trips through :meth:`ControllerState.state_dict` and ``torch.load(weights_only=True)``.
+
+Two update rules (``ControllerConfig.algorithm``), both on advantages ``R - b`` with the same
+exponential-moving-average baseline ``b``, the same entropy bonus, Adam and gradient clipping:
+
+- ``reinforce`` (default; Zoph & Le 2017): one unbiased gradient step per batch, each child's
+  reward used once. Use it for long searches (thousands of children, where the paper's small
+  learning rate is safe), for ``update: async`` (one-program batches, where several epochs on
+  one reward mostly overfit it), and to reproduce NAS-RL's setting.
+- ``ppo`` (Zoph et al. 2018, Bello et al. 2017): ``ppo_epochs`` steps per batch on the clipped
+  surrogate ``min(r A, clip(r, 1 - c, 1 + c) A)``, ``r = p / p_old``, ``p_old`` the policy
+  before the update. It gets more learning out of each (expensive) child's reward, while the
+  clip stops a batch from moving a program's probability by more than a factor ``1 +- c``;
+  use it for short searches with expensive children and ``sync`` batches. It costs
+  ``ppo_epochs`` controller forward/backward passes per batch (negligible next to training
+  children); with ``ppo_epochs=1`` its step is REINFORCE's (``r = 1`` at the old policy).
 """
 
 from __future__ import annotations
@@ -13,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -21,10 +35,12 @@ from metaplat.seeding import derive_seed
 
 Params = dict[str, torch.Tensor]
 
+ALGORITHMS = ("reinforce", "ppo")
+
 
 @dataclasses.dataclass(frozen=True)
 class ControllerConfig:
-    """Controller architecture and REINFORCE settings (defaults: Zoph & Le 2017)."""
+    """Controller architecture and update-rule settings (defaults: Zoph & Le 2017)."""
 
     hidden: int = 35
     """LSTM units per layer (also the token-embedding size)."""
@@ -45,6 +61,12 @@ class ControllerConfig:
     """Softmax temperature of the sampling policy (the gradient uses the same policy)."""
     grad_clip: float | None = 5.0
     """Clip the controller gradient to this global norm (``None``: no clipping)."""
+    algorithm: Literal["reinforce", "ppo"] = "reinforce"
+    """Update rule: ``reinforce`` (one step per batch) or ``ppo`` (see the module docstring)."""
+    ppo_epochs: int = 4
+    """``ppo`` only: gradient steps on the clipped surrogate per batch of programs."""
+    ppo_clip: float = 0.2
+    """``ppo`` only: the probability ratio is clipped to ``[1 - ppo_clip, 1 + ppo_clip]``."""
 
     def __post_init__(self) -> None:
         for name in ("hidden", "layers"):
@@ -61,6 +83,19 @@ class ControllerConfig:
             raise ValueError(f"tanh_constant must be > 0 or None, got {self.tanh_constant}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(
+                f"algorithm {self.algorithm!r} not allowed; allowed: {', '.join(ALGORITHMS)}"
+            )
+        if type(self.ppo_epochs) is not int or self.ppo_epochs < 1:
+            raise ValueError(f"ppo_epochs must be an int >= 1, got {self.ppo_epochs!r}")
+        if not 0.0 < self.ppo_clip < 1.0:
+            raise ValueError(f"ppo_clip must be in (0, 1), got {self.ppo_clip}")
+
+    @property
+    def steps_per_update(self) -> int:
+        """Adam steps per batch: 1 for ``reinforce``, ``ppo_epochs`` for ``ppo``."""
+        return self.ppo_epochs if self.algorithm == "ppo" else 1
 
 
 @dataclasses.dataclass
@@ -75,7 +110,8 @@ class ControllerState:
     num_sampled: int = 0
     """Number of sampling calls so far (not programs)."""
     num_updates: int = 0
-    """Number of REINFORCE updates applied (also Adam's step count)."""
+    """Number of batches learned from; Adam's step count is ``num_updates *
+    config.steps_per_update`` (derived, so PPO needs no extra state)."""
     baseline: float | None = None
     """EMA of rewards; ``None`` until the first update."""
 
@@ -212,11 +248,17 @@ class Controller:
     def update(
         self, state: ControllerState, tokens: torch.Tensor, rewards: torch.Tensor
     ) -> tuple[ControllerState, dict[str, float]]:
-        """One REINFORCE step on programs ``tokens [m, T]`` with ``rewards [m]``.
+        """Learn from programs ``tokens [m, T]`` with ``rewards [m]`` (one batch).
 
-        Loss ``-mean((R - b) log p) - entropy_coef * mean(H)`` with the baseline ``b`` from
-        before this batch (the first batch uses its own mean reward); then
-        ``b <- decay * b + (1 - decay) * mean(R)``.
+        Advantages ``A = R - b`` use the baseline ``b`` from before this batch (the first
+        batch uses its own mean reward). ``reinforce``: one step on
+        ``-mean(A log p) - entropy_coef * mean(H)``. ``ppo``: ``ppo_epochs`` steps on
+        ``-mean(min(r A, clip(r) A)) - entropy_coef * mean(H)``, ``r = p / p_old`` with
+        ``p_old`` scored under ``state.params`` (the policy before this update). Then, once
+        per batch, ``b <- decay * b + (1 - decay) * mean(R)``. Metrics ``loss``, ``entropy``
+        and ``grad_norm`` are those of the first step (the policy before the update); ``ppo``
+        adds ``clip_fraction``, the share of programs whose ratio was outside the clip range,
+        averaged over the epochs (a large one means too many epochs or too high a ``lr``).
         """
         cfg = self.config
         rewards = torch.as_tensor(rewards, dtype=torch.float32).reshape(-1)
@@ -224,32 +266,91 @@ class Controller:
             raise ValueError(f"{tokens.shape[0]} programs but {rewards.shape[0]} rewards")
         b = float(rewards.mean()) if state.baseline is None else state.baseline
         adv = rewards - b
-        params = {k: v.detach().requires_grad_(True) for k, v in state.params.items()}
-        s = log_probs(params, self.vocab, cfg, tokens)
-        loss = -(adv * s.log_probs).mean() - cfg.entropy_coef * s.entropy.mean()
-        names = list(params)
-        grads = dict(zip(names, torch.autograd.grad(loss, [params[k] for k in names]), strict=True))
-        gnorm = math.sqrt(sum(float((g * g).sum()) for g in grads.values()))
-        if cfg.grad_clip is not None and gnorm > cfg.grad_clip:
-            grads = {k: g * (cfg.grad_clip / gnorm) for k, g in grads.items()}
-        t = state.num_updates + 1
-        b1, b2, eps = 0.9, 0.999, 1e-8
-        new_p, new_m, new_v = {}, {}, {}
-        for k, g in grads.items():
-            new_m[k] = b1 * state.adam_m[k] + (1 - b1) * g
-            new_v[k] = b2 * state.adam_v[k] + (1 - b2) * g * g
-            step = cfg.lr * (new_m[k] / (1 - b1**t)) / ((new_v[k] / (1 - b2**t)).sqrt() + eps)
-            new_p[k] = state.params[k].detach() - step
+        old_log_probs = None
+        if cfg.algorithm == "ppo":
+            with torch.no_grad():
+                old_log_probs = log_probs(state.params, self.vocab, cfg, tokens).log_probs
         baseline = cfg.baseline_decay * b + (1 - cfg.baseline_decay) * float(rewards.mean())
+        params, adam_m, adam_v = state.params, state.adam_m, state.adam_v
+        steps = cfg.steps_per_update
+        metrics: dict[str, float] = {}
+        outside: list[float] = []  # per epoch: share of programs with the ratio clipped
+        for epoch in range(steps):
+            leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+            loss, s, ratio = _loss(leaves, self.vocab, cfg, tokens, adv, old_log_probs)
+            grads, gnorm = _clipped_grads(loss, leaves, cfg.grad_clip)
+            t = state.num_updates * steps + epoch + 1
+            params, adam_m, adam_v = _adam_step(params, adam_m, adam_v, grads, t, cfg.lr)
+            if epoch == 0:
+                metrics = {
+                    "controller/loss": float(loss.detach()),
+                    "controller/reward_mean": float(rewards.mean()),
+                    "controller/advantage_mean": float(adv.mean()),
+                    "controller/baseline": baseline,
+                    "controller/entropy": float(s.entropy.detach().mean()),
+                    "controller/grad_norm": gnorm,
+                }
+            if ratio is not None:
+                outside.append(float(((ratio - 1).abs() > cfg.ppo_clip).float().mean()))
+        if outside:
+            metrics["controller/clip_fraction"] = sum(outside) / len(outside)
         new_state = dataclasses.replace(
-            state, params=new_p, adam_m=new_m, adam_v=new_v, num_updates=t, baseline=baseline
-        )
-        metrics = {
-            "controller/loss": float(loss.detach()),
-            "controller/reward_mean": float(rewards.mean()),
-            "controller/advantage_mean": float(adv.mean()),
-            "controller/baseline": baseline,
-            "controller/entropy": float(s.entropy.detach().mean()),
-            "controller/grad_norm": gnorm,
-        }
+            state, params=params, adam_m=adam_m, adam_v=adam_v,
+            num_updates=state.num_updates + 1, baseline=baseline,
+        )  # fmt: skip
         return new_state, metrics
+
+
+def _loss(
+    params: Params,
+    vocab: Sequence[int],
+    config: ControllerConfig,
+    tokens: torch.Tensor,
+    adv: torch.Tensor,
+    old_log_probs: torch.Tensor | None,
+) -> tuple[torch.Tensor, Samples, torch.Tensor | None]:
+    """The loss to minimise at ``params``, its scores, and PPO's ratio ``p / p_old`` (detached).
+
+    ``old_log_probs=None``: REINFORCE's ``-mean(A log p)``; else PPO's clipped surrogate
+    ``-mean(min(r A, clip(r, 1 - c, 1 + c) A))``, whose gradient equals REINFORCE's at
+    ``r = 1`` and vanishes for a program once ``r`` leaves the clip range in the direction its
+    advantage pushes. Both subtract ``entropy_coef * mean(H)``.
+    """
+    s = log_probs(params, vocab, config, tokens)
+    if old_log_probs is None:
+        ratio = None
+        objective = (adv * s.log_probs).mean()
+    else:
+        ratio = (s.log_probs - old_log_probs).exp()
+        clipped = ratio.clamp(1 - config.ppo_clip, 1 + config.ppo_clip)
+        objective = torch.minimum(ratio * adv, clipped * adv).mean()
+    loss = -objective - config.entropy_coef * s.entropy.mean()
+    return loss, s, None if ratio is None else ratio.detach()
+
+
+def _clipped_grads(
+    loss: torch.Tensor, leaves: Params, grad_clip: float | None
+) -> tuple[Params, float]:
+    """Gradients of ``loss`` w.r.t. ``leaves``, scaled down to global norm ``grad_clip`` if
+    above it (``None``: never); also the norm before clipping."""
+    names = list(leaves)
+    grads = dict(zip(names, torch.autograd.grad(loss, [leaves[k] for k in names]), strict=True))
+    gnorm = math.sqrt(sum(float((g * g).sum()) for g in grads.values()))
+    if grad_clip is not None and gnorm > grad_clip:
+        grads = {k: g * (grad_clip / gnorm) for k, g in grads.items()}
+    return grads, gnorm
+
+
+def _adam_step(
+    params: Params, adam_m: Params, adam_v: Params, grads: Params, t: int, lr: float
+) -> tuple[Params, Params, Params]:
+    """Adam's ``t``-th step (1-based; betas 0.9, 0.999): new params and moments; the inputs
+    are not modified."""
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    new_p, new_m, new_v = {}, {}, {}
+    for k, g in grads.items():
+        new_m[k] = b1 * adam_m[k] + (1 - b1) * g
+        new_v[k] = b2 * adam_v[k] + (1 - b2) * g * g
+        step = lr * (new_m[k] / (1 - b1**t)) / ((new_v[k] / (1 - b2**t)).sqrt() + eps)
+        new_p[k] = params[k].detach() - step
+    return new_p, new_m, new_v

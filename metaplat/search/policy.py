@@ -51,7 +51,7 @@ class PolicyConfig:
     seed: int = 0
     """Root seed of the controller's initialisation and sampling."""
     controller: ControllerConfig = dataclasses.field(default_factory=ControllerConfig)
-    """Controller architecture and REINFORCE settings."""
+    """Controller architecture and update rule (REINFORCE or PPO)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.controller, dict):

@@ -24,7 +24,8 @@ YAML shape (``metaplat run``; the runner resolves ``name: controller`` to
         child: {steps: 100, data: {source: spirals}} # ChildConfig, sent to each trial
         batch_size: 8         # PolicyConfig fields: batch_size, update, worst_reward,
         update: sync          #   random, controller
-        controller: {hidden: 35, layers: 2, lr: 0.0006, entropy_coef: 0.0001}
+        controller: {hidden: 35, layers: 2, lr: 0.0006, entropy_coef: 0.0001,
+                     algorithm: reinforce}  # or ppo (+ ppo_epochs, ppo_clip)
 
 For children too small for a trial each, run ``batched_search_trainable`` as a single trial
 (``config: {space, child, policy, num_children}``); see ``metaplat.search.batched``.
