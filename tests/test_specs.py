@@ -360,7 +360,8 @@ def test_trainable_spec_replaces_task_and_method() -> None:
 
 
 def test_trainable_spec_errors_name_the_field() -> None:
-    assert any("batchsize" in e and "batch_size" in e for e in errors_of(trainable_spec(batchsize=3)))
+    typo = errors_of(trainable_spec(batchsize=3))
+    assert any("batchsize" in e and "batch_size" in e for e in typo)
     assert any("seed" in e for e in errors_of(trainable_spec(seed=1)))  # the spec's seed is used
     bad = trainable_spec()
     bad["trainable"] = "metaplat.tuning.controller_searcher:no_such_function"
