@@ -126,11 +126,26 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(table.to_string(index=False))
     if args.csv:
         table.to_csv(args.csv, index=False)
+    spec = report.load_spec_dict(args.results_dir) or {}
+    metric = args.metric or spec.get("tune", {}).get("metric")
+    levels = None
+    if args.baselines:
+        levels = report.rl2_baseline_levels(args.results_dir, args.baseline_tasks)
+        if levels is None:
+            print("--baselines: only for rl2 / rl2_rllib experiments on bandit or tabular_mdp",
+                  file=sys.stderr)
+            return 1
+        print(f"\nbaselines on the same {args.baseline_tasks} meta-val tasks (mean ± 95% CI):")
+        _print_table(["baseline", "setting", "trial return"],
+                     [(k, s or "-", f"{m:.2f} ± {h:.2f}") for k, (m, h, s) in
+                      sorted(levels.items(), key=lambda kv: -kv[1][0])])
+        curve = report.curve_vs_levels(report.curves(args.results_dir), metric, levels)
+        with pd.option_context("display.max_rows", None, "display.width", 200):
+            print(f"\nlearning curve vs the best baseline:\n{curve.to_string(index=False)}")
     if args.plot:
-        spec = report.load_spec_dict(args.results_dir) or {}
-        metric = args.metric or spec.get("tune", {}).get("metric")
         try:
-            out = report.PLOTS[args.plot_kind](report.curves(args.results_dir), metric, args.plot)
+            runs = report.curves(args.results_dir)
+            out = report.PLOTS[args.plot_kind](runs, metric, args.plot, levels=levels)
             print(f"wrote {out}")
         except ImportError:
             print("--plot needs matplotlib (pip install matplotlib); skipped", file=sys.stderr)
@@ -188,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--csv", help="also write the table as CSV")
     rep.add_argument("--plot", help="write learning curves to this image (needs matplotlib)")
     rep.add_argument("--plot-kind", default="curves", help="a name in metaplat.tuning.report.PLOTS")
+    rep.add_argument("--baselines", action="store_true",
+                     help="RL² on bandit/tabular_mdp: score every baseline on the same "
+                     "meta-val tasks and print the learning curve against them")
+    rep.add_argument("--baseline-tasks", type=int, default=500,
+                     help="meta-val tasks per baseline (default 500)")
     rep.set_defaults(fn=cmd_report)
     return p
 

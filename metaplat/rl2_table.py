@@ -21,6 +21,7 @@ from metaplat.baselines import mdp as M
 from metaplat.inner.trials import TrialPolicy, evaluate_policy
 from metaplat.outer.rl2 import RL2, RL2Config, evaluation_specs
 from metaplat.stats import mean_ci95
+from metaplat.tasks.base import Split
 from metaplat.tasks.registry import make_family
 from metaplat.workers.base import LocalPool
 
@@ -58,7 +59,11 @@ def _gittins_gammas(n: int) -> tuple[float, ...]:
     return {10: (0.8, 0.9, 0.95)}.get(n, (0.95, 0.98, 0.99) if n <= 100 else (0.99, 0.995, 0.998))
 
 
-def bandit_candidates(n: int) -> dict[str, list[tuple[str, Callable[[], TrialPolicy]]]]:
+#: method -> its hyper-parameter grid: (label, policy factory) pairs.
+Candidates = dict[str, list[tuple[str, Callable[[], TrialPolicy]]]]
+
+
+def bandit_candidates(n: int) -> Candidates:
     """Each bandit method with its hyper-parameter grid (tuned on meta-val tasks)."""
     return {
         "random": [("", B.RandomArm)],
@@ -71,7 +76,7 @@ def bandit_candidates(n: int) -> dict[str, list[tuple[str, Callable[[], TrialPol
     }
 
 
-def mdp_candidates() -> dict[str, list[tuple[str, Callable[[], TrialPolicy]]]]:
+def mdp_candidates() -> Candidates:
     """Each MDP method with its hyper-parameter grid (tuned on meta-val tasks)."""
     return {
         "random": [("", M.RandomAction)],
@@ -87,14 +92,15 @@ def mdp_candidates() -> dict[str, list[tuple[str, Callable[[], TrialPolicy]]]]:
 
 def score_baselines(
     family_name: str, config: dict[str, Any], episodes: int,
-    candidates: dict[str, list[tuple[str, Callable[[], TrialPolicy]]]],
-    num_tasks: int, tune_tasks: int, seed: int,
+    candidates: Candidates,
+    num_tasks: int, tune_tasks: int, seed: int, split: Split = "test",
 ) -> dict[str, Cell]:
     """Tune each method's grid on ``tune_tasks`` meta-val tasks, score the best on
-    ``num_tasks`` meta-test tasks (the same tasks RL² is scored on)."""
+    ``num_tasks`` tasks of ``split`` (the same tasks RL² is scored on: meta-test for the
+    table; meta-val for levels beside an RL² run's ``val/trial_return`` curve)."""
     family = make_family(family_name, config)
     val = evaluation_specs(family, "val", tune_tasks, seed)
-    test = evaluation_specs(family, "test", num_tasks, seed)
+    test = evaluation_specs(family, split, num_tasks, seed)
     out: dict[str, Cell] = {}
     for name, grid in candidates.items():
         best = grid[0]
@@ -185,3 +191,23 @@ def format_table(title: str, methods: Sequence[str], rows: dict[str, dict[str, C
         if notes:
             lines.append(" " * 12 + notes)
     return "\n".join(lines)
+
+
+#: Families with baselines, and each one's candidate grids given the trial's episodes.
+BASELINE_FAMILIES: dict[str, Callable[[int], Candidates]] = {
+    "bandit": bandit_candidates,
+    "tabular_mdp": lambda episodes: mdp_candidates(),
+}
+
+
+def baseline_levels(family_name: str, config: dict[str, Any], episodes: int, seed: int,
+                    num_tasks: int = 500, tune_tasks: int = 100) -> dict[str, Cell]:
+    """Every baseline's mean trial return on the meta-val tasks an RL² run with ``seed``
+    evaluates on (``val/trial_return``): the levels its learning curve is read against."""
+    if family_name not in BASELINE_FAMILIES:
+        raise ValueError(f"no baselines for family {family_name!r}; "
+                         f"families with baselines: {', '.join(BASELINE_FAMILIES)}")
+    candidates = BASELINE_FAMILIES[family_name](episodes)
+    return score_baselines(family_name, config, episodes, candidates, num_tasks, tune_tasks,
+                           seed, split="val")
+

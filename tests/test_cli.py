@@ -172,3 +172,32 @@ def test_repo_spec_runs_end_to_end_and_resume_keeps_results(
     assert "--resume" in capsys.readouterr().err
     assert main([*argv, "--resume"]) == 0  # finished trials are kept, nothing reruns
     assert "0 errored" in capsys.readouterr().out
+
+
+def test_report_rl2_curve_against_baseline_levels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exp = tmp_path / "rl2_exp"
+    trial = exp / "rl2_00000"
+    trial.mkdir(parents=True)
+    spec = {
+        "name": "rl2_exp", "seed": 0,
+        "task": {"family": "bandit", "config": {"num_arms": 2}},
+        "method": {"name": "rl2", "config": {"episodes_per_trial": 10}},
+        "tune": {"metric": "val/trial_return", "mode": "max"},
+    }
+    (exp / "metaplat_spec.yaml").write_text(yaml.safe_dump(spec))
+    (trial / "params.json").write_text(json.dumps({"seed": 0}))
+    pd.DataFrame({"train/iteration": [1, 2, 3, 4], "val/trial_return": [5.0, 5.0, 6.0, 9.9]}
+                 ).to_csv(trial / "progress.csv", index=False)
+    assert main(["report", str(exp), "--baselines", "--baseline-tasks", "200"]) == 0
+    out = capsys.readouterr().out
+    levels = {line.split()[0]: float(line.split()[-3]) for line in out.splitlines()
+              if line.split() and line.split()[0] in ("random", "gittins", "ucb1", "greedy")}
+    # 10 pulls of 2 arms with p ~ U[0,1]: random earns 10 * 0.5; a good policy ~ 10 * 2/3
+    assert abs(levels["random"] - 5.0) < 0.5 and levels["gittins"] > levels["random"] + 0.5
+    assert levels["gittins"] < 10 * 2 / 3 + 0.3
+    curve = out.split("learning curve vs the best baseline:")[1]
+    assert [line.split()[1] for line in curve.strip().splitlines()[1:]] == ["1", "3", "4"]
+    toy = make_experiment(tmp_path)  # not an RL² experiment
+    assert main(["report", str(toy), "--baselines"]) == 1

@@ -90,8 +90,54 @@ def trials_table(
     return table.reset_index(drop=True)
 
 
-def plot_curves(runs: dict[str, pd.DataFrame], metric: str, out: str | Path) -> Path:
-    """``metric`` against ``train/iteration`` for every trial; needs matplotlib (optional)."""
+def rl2_baseline_levels(
+    path: str | Path, num_tasks: int = 500
+) -> dict[str, tuple[float, float, str]] | None:
+    """For an RL² experiment on a family with baselines (bandit, tabular_mdp): each
+    baseline's ``(mean, ci95, setting)`` trial return on the meta-val tasks its
+    ``val/trial_return`` is measured on; ``None`` for other experiments."""
+    spec = load_spec_dict(path) or {}
+    method, task = spec.get("method") or {}, spec.get("task") or {}
+    if method.get("name") not in ("rl2", "rl2_rllib"):
+        return None
+    from metaplat.outer.rl2 import RL2Config
+    from metaplat.rl2_table import BASELINE_FAMILIES, baseline_levels
+
+    if task.get("family") not in BASELINE_FAMILIES:
+        return None
+    config = method.get("config") or {}
+    episodes = int(config.get("episodes_per_trial", RL2Config.episodes_per_trial))
+    return baseline_levels(task["family"], task.get("config") or {}, episodes,
+                           int(spec.get("seed", 0)), num_tasks)
+
+
+def curve_vs_levels(
+    runs: dict[str, pd.DataFrame], metric: str, levels: dict[str, tuple[float, float, str]]
+) -> pd.DataFrame:
+    """Each trial's ``metric`` at every reported iteration where it changed, beside the best
+    baseline level and the gap to it (positive: above the best baseline)."""
+    best_name = max(levels, key=lambda k: levels[k][0] if k != "oracle" else float("-inf"))
+    best = levels[best_name][0]
+    rows = []
+    for trial, df in runs.items():
+        if metric not in df or "train/iteration" not in df:
+            continue
+        points = df[["train/iteration", metric]].dropna()
+        points = points[points[metric].diff().fillna(1.0) != 0]  # evaluations, not repeats
+        for it, value in zip(points["train/iteration"], points[metric], strict=True):
+            rows.append({"trial": trial, "iteration": int(it), metric: float(value),
+                         f"best baseline ({best_name})": best, "gap": float(value) - best})
+    return pd.DataFrame(rows)
+
+
+def plot_curves(
+    runs: dict[str, pd.DataFrame],
+    metric: str,
+    out: str | Path,
+    levels: dict[str, tuple[float, float, str]] | None = None,
+) -> Path:
+    """``metric`` against ``train/iteration`` for every trial (and a dashed line per
+    baseline level when given); needs matplotlib (optional)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -101,6 +147,9 @@ def plot_curves(runs: dict[str, pd.DataFrame], metric: str, out: str | Path) -> 
     for name, df in runs.items():
         if metric in df and "train/iteration" in df:
             ax.plot(df["train/iteration"], df[metric], label=name[:40])
+    for name, (mean, _, _) in (levels or {}).items():
+        ax.axhline(mean, linestyle="--", linewidth=0.8, color="grey")
+        ax.annotate(name, (0, mean), fontsize=6, color="grey", va="bottom")
     ax.set_xlabel("outer iteration")
     ax.set_ylabel(metric)
     if len(runs) <= 12:
@@ -112,6 +161,6 @@ def plot_curves(runs: dict[str, pd.DataFrame], metric: str, out: str | Path) -> 
 
 
 #: Plot kinds for ``metaplat report --plot OUT [--plot-kind NAME]``.
-PLOTS: dict[str, Callable[[dict[str, pd.DataFrame], str, str | Path], Path]] = {
+PLOTS: dict[str, Callable[..., Path]] = {
     "curves": plot_curves,
 }
