@@ -168,6 +168,11 @@ def test_repo_spec_runs_end_to_end_and_resume_keeps_results(
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "0 errored" in out
+    progress_files = list(tmp_path.glob("*/*/progress.csv"))
+    assert progress_files
+    for progress in progress_files:  # every trial reports provenance
+        row = pd.read_csv(progress).iloc[-1]
+        assert len(str(row["meta/spec_hash"])) == 12 and row["meta/version/ray"]
     assert main(argv) == 1  # an existing experiment is never overwritten
     assert "--resume" in capsys.readouterr().err
     assert main([*argv, "--resume"]) == 0  # finished trials are kept, nothing reruns

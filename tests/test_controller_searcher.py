@@ -175,3 +175,4 @@ def test_batched_search_as_one_tune_trial(ray_session: None, tmp_path: Path) -> 
     assert not results.errors
     m = results[0].metrics
     assert m["search/children"] == 8 and m["training_iteration"] == 2 and results[0].checkpoint
+    assert m["meta/version/torch"] and "meta/seed" in m

@@ -48,6 +48,7 @@ from metaplat.search.children import ChildConfig, run_child
 from metaplat.search.policy import PolicyConfig, SearchPolicy
 from metaplat.search.space import SearchSpace, make_space
 from metaplat.seeding import derive_seed
+from metaplat.tuning.trainable import config_provenance
 from metaplat.workers.base import LocalPool
 
 log = logging.getLogger(__name__)
@@ -199,7 +200,8 @@ def child_trainable(config: dict[str, Any]) -> None:
     seed = derive_seed(int(config.get("seed", 0)), "child", *config["tokens"])
     result = run_child(config["program"], child, seed)
     tune.report(
-        {"reward": result.reward, "child/ok": float(result.status == "ok"), **result.metrics}
+        {"reward": result.reward, "child/ok": float(result.status == "ok"), **result.metrics,
+         **config_provenance(config)}
     )
 
 
@@ -218,7 +220,7 @@ def batched_search_trainable(config: dict[str, Any]) -> None:
             policy.load_state_dict(torch.load(os.path.join(d, "policy.pt"), weights_only=True))
     with LocalPool() as pool:
         while len(policy.history) < int(config["num_children"]):
-            metrics = run_batch(policy, child, pool, policy_cfg.seed)
+            metrics = run_batch(policy, child, pool, policy_cfg.seed) | config_provenance(config)
             with tempfile.TemporaryDirectory() as d:
                 torch.save(policy.state_dict(), os.path.join(d, "policy.pt"))
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))

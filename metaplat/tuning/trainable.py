@@ -79,16 +79,33 @@ def trial_resources(workers: WorkersSection) -> Any:
 
 def provenance(spec: ExperimentSpec) -> dict[str, Any]:
     """Seed, spec hash and package versions, reported with every result."""
+    return {
+        "meta/seed": spec.seed,
+        "meta/spec_hash": spec.digest(),
+        "meta/method": spec.method.name if spec.method else spec.trainable,
+        "meta/family": spec.task.family if spec.task else None,
+        **versions(),
+    }
+
+
+def config_provenance(config: dict[str, Any]) -> dict[str, Any]:
+    """What a ``trainable`` spec's function reports with its results: the trial config's
+    seed and spec hash (put there by the runner) and package versions."""
+    return {
+        "meta/seed": config.get("seed"),
+        "meta/spec_hash": config.get(SPEC_HASH_KEY),
+        **versions(),
+    }
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages that decide results."""
     import numpy
     import ray
 
     import metaplat
 
     return {
-        "meta/seed": spec.seed,
-        "meta/spec_hash": spec.digest(),
-        "meta/method": spec.method.name if spec.method else spec.trainable,
-        "meta/family": spec.task.family if spec.task else None,
         "meta/version/metaplat": metaplat.__version__,
         "meta/version/ray": ray.__version__,
         "meta/version/torch": torch.__version__,
