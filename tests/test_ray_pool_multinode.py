@@ -68,9 +68,16 @@ finally:
 
 def run_isolated(script: str, cwd: Path, deadline_s: int = 150) -> dict[str, Any]:
     """Run ``script`` in a fresh interpreter; return the JSON it prints after ``RESULT``."""
+    return run_isolated_with_args(script, cwd, [], deadline_s)
+
+
+def run_isolated_with_args(
+    script: str, cwd: Path, args: list[str], deadline_s: int = 150
+) -> dict[str, Any]:
+    """:func:`run_isolated` with ``args`` after the deadline in ``sys.argv``."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), RAY_AUTH_MODE="disabled", OMP_NUM_THREADS="1")
     proc = subprocess.Popen(
-        [sys.executable, "-c", script, str(deadline_s)],
+        [sys.executable, "-c", script, str(deadline_s), *args],
         cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
@@ -155,3 +162,44 @@ def test_fractional_gpus_share_one_gpu_and_pick_the_device(tmp_path: Path) -> No
     assert r["gpu_ids"] == [["0"]] * 4  # all four placed on the same GPU
     expected = "cuda:0" if r["cuda"] else "cpu"
     assert r["devices"] == [expected] * 4 and r["job_devices"] == [expected] * 4
+
+
+CLI_SCRIPT = r"""
+import json, signal, sys
+import ray
+from ray.cluster_utils import Cluster
+
+from metaplat.cli import main
+
+
+def on_alarm(signum, frame):
+    raise TimeoutError("cluster run ran out of time")
+
+
+signal.signal(signal.SIGALRM, on_alarm)
+signal.alarm(int(sys.argv[1]))
+node = {"num_cpus": 1, "object_store_memory": 80 * 1024**2}
+cluster = Cluster(initialize_head=True, head_node_args=dict(node, include_dashboard=False))
+try:
+    for _ in range(2):
+        cluster.add_node(**node)
+    cluster.wait_for_nodes()
+    # `metaplat run --address`: what `ray job submit` does through RAY_ADDRESS.
+    rc = main(["run", sys.argv[2], "--address", cluster.address, "--storage-path", sys.argv[3],
+               "--no-dashboard", "--set", "train.iterations=3", "--set", "train.eval_tasks=4"])
+    print("RESULT " + json.dumps({"rc": rc, "ray_left_connected": ray.is_initialized()}))
+finally:
+    signal.alarm(0)
+    ray.shutdown()
+    cluster.shutdown()
+"""
+
+
+@pytest.mark.ray
+def test_cli_run_joins_a_multi_node_cluster_by_address(tmp_path: Path) -> None:
+    spec = ROOT / "tune_specs" / "quickstart.yaml"
+    proc_args = [str(spec), str(tmp_path / "results")]
+    r = run_isolated_with_args(CLI_SCRIPT, tmp_path, proc_args)
+    assert r == {"rc": 0, "ray_left_connected": False}  # joined, ran, and disconnected
+    progress = list((tmp_path / "results" / "quickstart").glob("*/progress.csv"))
+    assert len(progress) == 1 and len(progress[0].read_text().splitlines()) == 1 + 3
