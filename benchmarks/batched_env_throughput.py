@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Any
 from collections.abc import Callable
 
 import numpy as np
@@ -69,7 +70,7 @@ def main() -> None:
         for i, env in enumerate(envs):
             env.reset(seed=i)
         for row in gym_actions_list:
-            for env, a in zip(envs, row):
+            for env, a in zip(envs, row, strict=True):
                 _, _, terminated, truncated, _ = env.step(int(a) if discrete else a)
                 if terminated or truncated:  # what a worker without a batched env does
                     env.reset()
@@ -80,15 +81,16 @@ def main() -> None:
         f"family={args.family} device={device} steps/episode={steps} "
         f"repeats={args.repeats} torch threads={args.threads}"
     )
-    print(f"baseline: {GYM_ENVS} gymnasium envs stepped in a Python loop: "
-          f"{gym_rate:,.0f} env-steps/s")
+    print(
+        f"baseline: {GYM_ENVS} gymnasium envs stepped in a Python loop: {gym_rate:,.0f} env-steps/s"
+    )
     print(f"{'B':>7} {'batched env-steps/s':>20} {'gymnasium loop':>15} {'ratio':>8}")
     for b in BATCH_SIZES:
         specs_b = family.sample(rng, "train", b)
         batched = family.build_batched(specs_b, device)
         actions = torch.as_tensor(draw(b), device=device)
 
-        def run_batched() -> None:
+        def run_batched(batched: Any = batched, actions: torch.Tensor = actions) -> None:
             batched.reset(seed=0)
             for t in range(steps):
                 batched.step(actions[t])

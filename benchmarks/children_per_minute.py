@@ -2,7 +2,8 @@
 
 Both modes run the controller searcher over the NAS MLP space on spirals (the children of
 ``search_vs_random.py``). Trial-per-child: ``Tuner(child_trainable, ControllerSearcher)``,
-2 concurrent trials, actors reused (a fresh local Ray with 2 CPUs; its start-up is not timed). Batched: one process,
+2 concurrent trials, actors reused (a fresh local Ray with 2 CPUs; its start-up is not
+timed). Batched: one process,
 ``LocalPool``, the controller updated per batch of 8. Target: >= 10 tiny children/min batched.
 
 Run: ``PYTHONPATH=. python benchmarks/children_per_minute.py [--trials 12] [--batched 160]``.
@@ -46,15 +47,25 @@ def tune_trials(n: int) -> float:
 
     from metaplat.tuning.controller_searcher import ControllerSearcher, child_trainable
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
     try:
         searcher = ControllerSearcher(SPACE, {"batch_size": 2, "seed": 0}, CHILD)
         with tempfile.TemporaryDirectory() as d:
             tuner = tune.Tuner(
                 child_trainable,
                 tune_config=tune.TuneConfig(
-                    search_alg=searcher, num_samples=n, max_concurrent_trials=2,
-                    metric="reward", mode="max", reuse_actors=True,
+                    search_alg=searcher,
+                    num_samples=n,
+                    max_concurrent_trials=2,
+                    metric="reward",
+                    mode="max",
+                    reuse_actors=True,
                 ),  # fmt: skip
                 run_config=tune.RunConfig(storage_path=d, name="cpm", verbose=0),
             )
@@ -78,8 +89,11 @@ def main() -> None:
     print(f"{'mode':<28} {'children':>8} {'children/min':>12}")
     print(f"{'trial per child (Tune)':<28} {args.trials:>8} {t:>12.1f}")
     print(f"{'batched (LocalPool, 1 core)':<28} {args.batched:>8} {b:>12.1f}")
-    print(f"batched / trial-per-child = {b / t:.1f}x; median child training {per_child * 1e3:.0f} ms; "
-          f"target >= 10 children/min batched: {'met' if b >= 10 else 'NOT met'}")
+    print(
+        f"batched / trial-per-child = {b / t:.1f}x; "
+        f"median child training {per_child * 1e3:.0f} ms; "
+        f"target >= 10 children/min batched: {'met' if b >= 10 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -58,8 +58,9 @@ def time_to_first_result(spec: Path, dashboard: bool, timeout: float) -> float:
         if not dashboard:
             cmd.append("--no-dashboard")
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         killer = threading.Timer(timeout, proc.kill)
         killer.start()
         elapsed, tail = float("inf"), []
@@ -84,8 +85,8 @@ def time_to_first_result(spec: Path, dashboard: bool, timeout: float) -> float:
 def ray_floor(dashboard: bool) -> float:
     """Seconds for a fresh process to import Ray, start it embedded and shut it down."""
     code = (
-        "import ray; ray.init(include_dashboard=%r, dashboard_host='127.0.0.1'); ray.shutdown()"
-        % dashboard
+        f"import ray; ray.init(include_dashboard={dashboard!r}, dashboard_host='127.0.0.1'); "
+        "ray.shutdown()"
     )
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], env=env(), check=True, capture_output=True)
@@ -114,8 +115,10 @@ def main() -> None:
             floors.append(ray_floor(args.dashboard))
             print(f"run {i + 1}: first result {runs[-1]:.1f} s; ray.init floor {floors[-1]:.1f} s")
     med, floor = statistics.median(runs), statistics.median(floors)
-    print(f"\nspec: {args.spec if not args.toy and Path(args.spec).exists() else 'toy'}  "
-          f"dashboard: {'on' if args.dashboard else 'off'}  repeats: {args.repeats}")
+    print(
+        f"\nspec: {args.spec if not args.toy and Path(args.spec).exists() else 'toy'}  "
+        f"dashboard: {'on' if args.dashboard else 'off'}  repeats: {args.repeats}"
+    )
     print(f"{'':28}{'median s':>10}")
     print(f"{'metaplat run -> 1st result':28}{med:>10.1f}")
     print(f"{'baseline: ray.init+shutdown':28}{floor:>10.1f}")

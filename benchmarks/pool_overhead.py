@@ -96,7 +96,7 @@ def round_robin_ms(fns: Sequence[Callable[[], Any]], repeats: int) -> list[float
     """Median ms per call of each ``fn``, timed in turn so all see the same machine load."""
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        for fn, out in zip(fns, times):
+        for fn, out in zip(fns, times, strict=True):
             t0 = time.perf_counter()
             fn()
             out.append(time.perf_counter() - t0)

@@ -68,12 +68,15 @@ def nas(seeds: list[int], n: int, batch: int, algorithm: str) -> None:
                statistics.mean(r_r[-batch:]))  # fmt: skip
         rows.append(row)
         best = c.space.describe(c.space.decode(c.best()[0]))
-        print(f"{seed:>4} | {row[0]:9.3f} {row[1]:9.3f} | {row[2]:20.3f} {row[3]:9.3f} {row[4]:20.3f}"
+        print(f"{seed:>4} | {row[0]:9.3f} {row[1]:9.3f} | "
+              f"{row[2]:20.3f} {row[3]:9.3f} {row[4]:20.3f}"
               f" | {best}  ({time.perf_counter() - t0:.0f}s)")  # fmt: skip
     med = [statistics.median(col) for col in zip(*rows, strict=True)]
     print(f"{'med':>4} | {med[0]:9.3f} {med[1]:9.3f} | {med[2]:20.3f} {med[3]:9.3f} {med[4]:20.3f}")
-    print(f"ratios (median): best ctrl/rand = {med[0] / med[1]:.3f}; "
-          f"last-batch mean ctrl / mean rand = {med[2] / med[3]:.3f}")
+    print(
+        f"ratios (median): best ctrl/rand = {med[0] / med[1]:.3f}; "
+        f"last-batch mean ctrl / mean rand = {med[2] / med[3]:.3f}"
+    )
 
 
 def _sign_agreement(program: dsl.Program) -> bool:
@@ -92,8 +95,10 @@ def nos(seed: int, n: int, batch: int, top: int, no_adam: bool, algorithm: str) 
     space = dict(NOS_SPACE)
     if no_adam:  # force the search to build rules from raw statistics
         space["operands"] = [o for o in dsl.OPERANDS if o not in ("adam", "rmsprop")]
-    print(f"\n== NOS, 2-unit rules{' without adam/rmsprop operands' if no_adam else ''}, "
-          f"2x32 MLP on spirals: {n} children per search, lrs {LRS}, {algorithm} ==")
+    print(
+        f"\n== NOS, 2-unit rules{' without adam/rmsprop operands' if no_adam else ''}, "
+        f"2x32 MLP on spirals: {n} children per search, lrs {LRS}, {algorithm} =="
+    )
     ref = ChildConfig.from_dict(NOS_CHILD)
     held = ChildConfig.from_dict(HELD_OUT)
     mom = run_child({"kind": "nos", **dsl.MOMENTUM.to_dict()}, ref, seed).reward
@@ -106,7 +111,8 @@ def nos(seed: int, n: int, batch: int, top: int, no_adam: bool, algorithm: str) 
         beat = sum(r > mom for r in rewards)
         like = sum(_sign_agreement(program_of(pol.space.decode(t))) for t, _ in pol.history)
         print(f"\n{name}: {time.perf_counter() - t0:.0f}s, best {max(rewards):.3f}, mean "
-              f"{statistics.mean(rewards):.3f}, last-batch mean {statistics.mean(rewards[-batch:]):.3f}; "
+              f"{statistics.mean(rewards):.3f}, "
+              f"last-batch mean {statistics.mean(rewards[-batch:]):.3f}; "
               f"{beat}/{len(rewards)} rules beat SGD-momentum on the search task; "
               f"{like} sampled rules are PowerSign/AddSign-like (sign(m̂) with g)")  # fmt: skip
         ranked, seen = [], set()

@@ -132,13 +132,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.baselines:
         levels = report.rl2_baseline_levels(args.results_dir, args.baseline_tasks)
         if levels is None:
-            print("--baselines: only for rl2 / rl2_rllib experiments on bandit or tabular_mdp",
-                  file=sys.stderr)
+            print(
+                "--baselines: only for rl2 / rl2_rllib experiments on bandit or tabular_mdp",
+                file=sys.stderr,
+            )
             return 1
         print(f"\nbaselines on the same {args.baseline_tasks} meta-val tasks (mean ± 95% CI):")
-        _print_table(["baseline", "setting", "trial return"],
-                     [(k, s or "-", f"{m:.2f} ± {h:.2f}") for k, (m, h, s) in
-                      sorted(levels.items(), key=lambda kv: -kv[1][0])])
+        _print_table(
+            ["baseline", "setting", "trial return"],
+            [
+                (k, s or "-", f"{m:.2f} ± {h:.2f}")
+                for k, (m, h, s) in sorted(levels.items(), key=lambda kv: -kv[1][0])
+            ],
+        )
         curve = report.curve_vs_levels(report.curves(args.results_dir), metric, levels)
         with pd.option_context("display.max_rows", None, "display.width", 200):
             print(f"\nlearning curve vs the best baseline:\n{curve.to_string(index=False)}")
@@ -164,21 +170,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def add_set(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--set", action="append", metavar="KEY=VALUE",
-                        help="override a spec field, e.g. train.iterations=5 (repeatable)")
+        sp.add_argument(
+            "--set",
+            action="append",
+            metavar="KEY=VALUE",
+            help="override a spec field, e.g. train.iterations=5 (repeatable)",
+        )
 
     run = sub.add_parser("run", help="run (or --resume) the sweep a spec describes")
     run.add_argument("spec")
-    run.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else an "
-                     "embedded local Ray)")
-    run.add_argument("--resume", action="store_true",
-                     help="continue <storage_path>/<name>: keep finished trials, resume the rest")
+    run.add_argument(
+        "--address", help="Ray cluster to join (default: RAY_ADDRESS, else an embedded local Ray)"
+    )
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue <storage_path>/<name>: keep finished trials, resume the rest",
+    )
     run.add_argument("--storage-path", help="override storage_path (dir, s3://, gs://)")
     run.add_argument("--name", help="override the experiment name")
     run.add_argument("--num-samples", type=int, help="override tune.num_samples")
     run.add_argument("--iterations", type=int, help="override train.iterations")
-    run.add_argument("--no-dashboard", action="store_true",
-                     help="embedded Ray without the dashboard (faster start)")
+    run.add_argument(
+        "--no-dashboard",
+        action="store_true",
+        help="embedded Ray without the dashboard (faster start)",
+    )
     add_set(run)
     run.set_defaults(fn=cmd_run)
 
@@ -192,8 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     tsub.add_parser("list", help="registered families").set_defaults(fn=cmd_tasks_list)
     show = tsub.add_parser("show", help="describe one family")
     show.add_argument("name")
-    show.add_argument("--config", action="append", metavar="KEY=VALUE",
-                      help="family constructor argument (repeatable)")
+    show.add_argument(
+        "--config",
+        action="append",
+        metavar="KEY=VALUE",
+        help="family constructor argument (repeatable)",
+    )
     show.set_defaults(fn=cmd_tasks_show)
 
     rep = sub.add_parser("report", help="table of an experiment's trials")
@@ -203,11 +224,15 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--csv", help="also write the table as CSV")
     rep.add_argument("--plot", help="write learning curves to this image (needs matplotlib)")
     rep.add_argument("--plot-kind", default="curves", help="a name in metaplat.tuning.report.PLOTS")
-    rep.add_argument("--baselines", action="store_true",
-                     help="RL² on bandit/tabular_mdp: score every baseline on the same "
-                     "meta-val tasks and print the learning curve against them")
-    rep.add_argument("--baseline-tasks", type=int, default=500,
-                     help="meta-val tasks per baseline (default 500)")
+    rep.add_argument(
+        "--baselines",
+        action="store_true",
+        help="RL² on bandit/tabular_mdp: score every baseline on the same "
+        "meta-val tasks and print the learning curve against them",
+    )
+    rep.add_argument(
+        "--baseline-tasks", type=int, default=500, help="meta-val tasks per baseline (default 500)"
+    )
     rep.set_defaults(fn=cmd_report)
     return p
 

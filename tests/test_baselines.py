@@ -16,12 +16,23 @@ from metaplat.stats import mean_ci95
 from metaplat.tasks.registry import make_family
 
 BANDIT_POLICIES = [
-    B.RandomArm(), B.Greedy(), B.EpsilonGreedy(0.1), B.UCB1(0.5), B.Thompson(),
-    B.OptimisticThompson(), B.Gittins(0.9, 20),
+    B.RandomArm(),
+    B.Greedy(),
+    B.EpsilonGreedy(0.1),
+    B.UCB1(0.5),
+    B.Thompson(),
+    B.OptimisticThompson(),
+    B.Gittins(0.9, 20),
 ]
 MDP_POLICIES = [
-    M.RandomAction(), M.Greedy(), M.EpsilonGreedy(0.1), M.PSRL(), M.OptimisticPSRL(2),
-    M.BEB(1.0), M.UCRL2(1.0), M.Oracle(),
+    M.RandomAction(),
+    M.Greedy(),
+    M.EpsilonGreedy(0.1),
+    M.PSRL(),
+    M.OptimisticPSRL(2),
+    M.BEB(1.0),
+    M.UCRL2(1.0),
+    M.Oracle(),
 ]
 
 
@@ -54,8 +65,13 @@ def test_gittins_indices_match_published_values() -> None:
     assert abs(gittins_table(0.99, 5)[0, 0].item() - 0.8699) < 2e-3
     g = gittins_table(0.9, 8)
     assert bool((g[1:, 0] > g[:-1, 0]).all()) and bool((g[0, 1:] < g[0, :-1]).all())
-    assert bool((g[:4, :4] > (torch.arange(4)[:, None] + 1.0) / (torch.arange(4)[:, None]
-                + torch.arange(4)[None, :] + 2.0)).all())  # index >= posterior mean
+    assert bool(
+        (
+            g[:4, :4]
+            > (torch.arange(4)[:, None] + 1.0)
+            / (torch.arange(4)[:, None] + torch.arange(4)[None, :] + 2.0)
+        ).all()
+    )  # index >= posterior mean
 
 
 def _chain_mdp(n: int) -> BatchedTabularMDP:
@@ -104,11 +120,24 @@ def test_optimistic_transitions_stay_distributions_within_radius() -> None:
 
 def test_reproduction_table_scores_and_formats_a_tiny_setting() -> None:
     from metaplat.rl2_table import (
-        BANDIT_METHODS, PAPER_BANDITS, bandit_candidates, format_table, score_baselines,
+        BANDIT_METHODS,
+        PAPER_BANDITS,
+        bandit_candidates,
+        format_table,
+        score_baselines,
     )
 
-    cells = dict(score_baselines("bandit", {"num_arms": 5}, 10, bandit_candidates(10),
-                                 num_tasks=200, tune_tasks=50, seed=0))
+    cells = dict(
+        score_baselines(
+            "bandit",
+            {"num_arms": 5},
+            10,
+            bandit_candidates(10),
+            num_tasks=200,
+            tune_tasks=50,
+            seed=0,
+        )
+    )
     assert set(cells) == set(BANDIT_METHODS) - {"rl2"}
     assert cells["greedy"][0] > cells["random"][0]
     cells["rl2"] = None
@@ -125,6 +154,9 @@ def test_gamma_and_beta_samplers_have_the_right_moments() -> None:
         x = gamma_sample(torch.full((20000,), alpha, dtype=torch.float64), gen)
         assert abs(x.mean().item() - alpha) < 0.05 * alpha + 0.01
         assert abs(x.var().item() - alpha) < 0.1 * alpha + 0.01
-    b = beta_sample(torch.full((20000,), 2.0, dtype=torch.float64),
-                    torch.full((20000,), 6.0, dtype=torch.float64), gen)
+    b = beta_sample(
+        torch.full((20000,), 2.0, dtype=torch.float64),
+        torch.full((20000,), 6.0, dtype=torch.float64),
+        gen,
+    )
     assert abs(b.mean().item() - 0.25) < 0.01 and bool(((b > 0) & (b < 1)).all())

@@ -96,7 +96,7 @@ def test_balanced_episodes_match_the_twin_until_truncation() -> None:
     for step in range(200):
         actions = [_balance(o) for o in obs]
         obs_b, r_b, term_b, trunc_b = batched.step(torch.tensor(actions))
-        out = [t.step(a) for t, a in zip(twins, actions)]
+        out = [t.step(a) for t, a in zip(twins, actions, strict=True)]
         obs = [o[0] for o in out]
         np.testing.assert_allclose(obs_b.numpy(), np.stack(obs), atol=1e-6)
         assert not term_b.any() and not any(o[2] for o in out), f"fell at step {step + 1}"
@@ -131,8 +131,11 @@ def test_family_samples_in_ranges_and_keeps_force_fixed() -> None:
 
 @pytest.mark.parametrize(
     "kwargs,field",
-    [({"masspole": (0.0, 0.1)}, "masspole"), ({"length": (1.0, 0.5)}, "length"),
-     ({"horizon": 0}, "horizon")],
+    [
+        ({"masspole": (0.0, 0.1)}, "masspole"),
+        ({"length": (1.0, 0.5)}, "length"),
+        ({"horizon": 0}, "horizon"),
+    ],
 )
 def test_bad_config_names_the_field(kwargs: dict[str, object], field: str) -> None:
     with pytest.raises(ValueError, match=field):

@@ -87,8 +87,9 @@ def test_tasks_show(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["tasks", "show", "sinusiod"]) == 1
     assert "did you mean 'sinusoid'?" in capsys.readouterr().err
     assert main(["tasks", "show", "sinusoid", "--config", "num_suport=3"]) == 1
-    assert "config: unknown key 'num_suport'; did you mean 'num_support'?" in \
-        capsys.readouterr().err
+    assert (
+        "config: unknown key 'num_suport'; did you mean 'num_support'?" in capsys.readouterr().err
+    )
 
 
 def make_experiment(root: Path) -> Path:
@@ -104,10 +105,16 @@ def make_experiment(root: Path) -> Path:
     for i, (name, (lr, losses, errored)) in enumerate(trials.items()):
         d = exp / name
         d.mkdir()
-        (d / "params.json").write_text(json.dumps({"seed": 0, "spec_hash": "h",
-                                                   "method.config.lr": lr}))
-        pd.DataFrame({"val/loss": losses, "train/iteration": range(1, len(losses) + 1),
-                      "trial_id": f"a_0000{i}"}).to_csv(d / "progress.csv", index=False)
+        (d / "params.json").write_text(
+            json.dumps({"seed": 0, "spec_hash": "h", "method.config.lr": lr})
+        )
+        pd.DataFrame(
+            {
+                "val/loss": losses,
+                "train/iteration": range(1, len(losses) + 1),
+                "trial_id": f"a_0000{i}",
+            }
+        ).to_csv(d / "progress.csv", index=False)
         if errored:
             (d / "error.txt").write_text("boom")
     return exp
@@ -155,12 +162,17 @@ REPO = Path(__file__).resolve().parent.parent
         # The README's main job, shortened: MAML through two worker actors on 2 CPUs.
         ("quickstart.yaml", ["train.iterations=3", "train.eval_every=1", "train.eval_tasks=4"]),
         # Controller search with one Tune trial per child (NAS-RL), through `metaplat run`.
-        ("nas_mlp_sinusoid.yaml", ["tune.num_samples=2", "tune.search_alg.batch_size=2",
-                                   "tune.search_alg.child.steps=5"]),
+        (
+            "nas_mlp_sinusoid.yaml",
+            ["tune.num_samples=2", "tune.search_alg.batch_size=2", "tune.search_alg.child.steps=5"],
+        ),
     ],
 )
 def test_repo_spec_runs_end_to_end_and_resume_keeps_results(
-    ray_session: None, tmp_path: Path, capsys: pytest.CaptureFixture[str], spec: str,
+    ray_session: None,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    spec: str,
     overrides: list[str],
 ) -> None:
     argv = ["run", str(REPO / "tune_specs" / spec), "--storage-path", str(tmp_path)]
@@ -186,19 +198,24 @@ def test_report_rl2_curve_against_baseline_levels(
     trial = exp / "rl2_00000"
     trial.mkdir(parents=True)
     spec = {
-        "name": "rl2_exp", "seed": 0,
+        "name": "rl2_exp",
+        "seed": 0,
         "task": {"family": "bandit", "config": {"num_arms": 2}},
         "method": {"name": "rl2", "config": {"episodes_per_trial": 10}},
         "tune": {"metric": "val/trial_return", "mode": "max"},
     }
     (exp / "metaplat_spec.yaml").write_text(yaml.safe_dump(spec))
     (trial / "params.json").write_text(json.dumps({"seed": 0}))
-    pd.DataFrame({"train/iteration": [1, 2, 3, 4], "val/trial_return": [5.0, 5.0, 6.0, 9.9]}
-                 ).to_csv(trial / "progress.csv", index=False)
+    pd.DataFrame(
+        {"train/iteration": [1, 2, 3, 4], "val/trial_return": [5.0, 5.0, 6.0, 9.9]}
+    ).to_csv(trial / "progress.csv", index=False)
     assert main(["report", str(exp), "--baselines", "--baseline-tasks", "200"]) == 0
     out = capsys.readouterr().out
-    levels = {line.split()[0]: float(line.split()[-3]) for line in out.splitlines()
-              if line.split() and line.split()[0] in ("random", "gittins", "ucb1", "greedy")}
+    levels = {
+        line.split()[0]: float(line.split()[-3])
+        for line in out.splitlines()
+        if line.split() and line.split()[0] in ("random", "gittins", "ucb1", "greedy")
+    }
     # 10 pulls of 2 arms with p ~ U[0,1]: random earns 10 * 0.5; a good policy ~ 10 * 2/3
     assert abs(levels["random"] - 5.0) < 0.5 and levels["gittins"] > levels["random"] + 0.5
     assert levels["gittins"] < 10 * 2 / 3 + 0.3

@@ -23,7 +23,9 @@ SPECS = Path(__file__).parent.parent / "tune_specs"
 
 
 def _searcher(**policy) -> ControllerSearcher:
-    return ControllerSearcher(SPACE, {"controller": {"hidden": 8}} | policy, metric="reward", mode="max")
+    return ControllerSearcher(
+        SPACE, {"controller": {"hidden": 8}} | policy, metric="reward", mode="max"
+    )
 
 
 def test_sync_mode_updates_once_per_completed_batch() -> None:
@@ -135,7 +137,10 @@ def test_children_as_tune_trials(ray_session: None, tmp_path: Path) -> None:
     tuner = tune.Tuner(
         child_trainable,
         tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(searcher, 2), num_samples=4, metric="reward", mode="max",
+            search_alg=ConcurrencyLimiter(searcher, 2),
+            num_samples=4,
+            metric="reward",
+            mode="max",
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(storage_path=str(tmp_path), name="nas", verbose=0),

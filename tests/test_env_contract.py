@@ -219,5 +219,5 @@ def test_batched_env_on_cuda_matches_cpu(name: str) -> None:
     twin = family.build(specs[0])
     for a in _random_actions(twin.action_space, np.random.default_rng(2), 20):
         batch_a = torch.as_tensor(np.stack([np.asarray(a)] * len(specs)))
-        for x, y in zip(gpu.step(batch_a.cuda()), cpu.step(batch_a)):
+        for x, y in zip(gpu.step(batch_a.cuda()), cpu.step(batch_a), strict=True):
             torch.testing.assert_close(x.cpu(), y, atol=ATOL, rtol=0)

@@ -38,7 +38,13 @@ def test_conv_decoding_anchors_and_shapes_by_hand() -> None:
     # layer0: 5x3, 8 filters, stride 2; layer1: 3x3, 4, s1; layer2: 3x5, 8, s2, skip from 0
     tokens = [1, 0, 1, 1, 0, 0, 0, 0, 0, 1, 1, 1, 1]
     program = space.decode(tokens)
-    assert program["layers"][0] == {"filter_h": 5, "filter_w": 3, "filters": 8, "stride": 2, "skips": []}
+    assert program["layers"][0] == {
+        "filter_h": 5,
+        "filter_w": 3,
+        "filters": 8,
+        "stride": 2,
+        "skips": [],
+    }
     assert program["layers"][2]["skips"] == [0]
     net = build_network(program, (1, 28, 28), 2)
     assert net.convs[2].in_channels == 4 + 8  # layer1 output + anchor from layer0
@@ -81,7 +87,9 @@ def test_children_train_and_failures_get_worst_reward_with_a_reason() -> None:
     zero = dsl.Program((dsl.Unit("g", "g", b="sub"), dsl.Unit("u0", "one", u1="log_abs")))
     nan = run_child({"kind": "nos", **zero.to_dict()}, cfg, seed=0)  # log|0| = -inf
     assert nan.status == "nan" and nan.reward == cfg.worst_reward and "diverged" in nan.reason
-    slow = run_child(MLPSpace().decode([0] * 7), ChildConfig.from_dict(FAST | {"time_budget_s": 1e-9}), 0)
+    slow = run_child(
+        MLPSpace().decode([0] * 7), ChildConfig.from_dict(FAST | {"time_budget_s": 1e-9}), 0
+    )
     assert slow.status == "timeout" and slow.reward == 0.0
     bad = run_child({"kind": "rnn"}, cfg, 0)
     assert bad.status == "error" and "rnn" in bad.reason

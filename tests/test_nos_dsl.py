@@ -33,7 +33,9 @@ def _run_compiled(program: Program, lr: float) -> dict[str, torch.Tensor]:
     state = opt.init(params)
     for x, y in data:
         p = {k: v.requires_grad_(True) for k, v in params.items()}
-        grads = dict(zip(p, torch.autograd.grad(_loss(model, p, x, y), list(p.values())), strict=True))
+        grads = dict(
+            zip(p, torch.autograd.grad(_loss(model, p, x, y), list(p.values())), strict=True)
+        )
         upd, state = opt.update(grads, state, {k: v.detach() for k, v in p.items()})
         params = apply_updates({k: v.detach() for k, v in p.items()}, upd)
     assert state.step == STEPS

@@ -83,9 +83,7 @@ class SlowFirstAttempt:
         self.marker_dir = marker_dir
         self.sleep_s = sleep_s
 
-    def __call__(
-        self, payload: int, specs: Sequence[TaskSpec], device: torch.device
-    ) -> list[int]:
+    def __call__(self, payload: int, specs: Sequence[TaskSpec], device: torch.device) -> list[int]:
         marker = self.marker_dir / f"shard-{specs[0].seed}"
         with open(marker, "a") as f:
             f.write("x")
@@ -238,9 +236,7 @@ def test_fewer_tasks_than_workers_and_empty(pool: Any) -> None:
 
 
 @pytest.mark.ray
-def test_job_exception_is_reraised_once_with_seeds_and_traceback(
-    pool: Any, tmp_path: Path
-) -> None:
+def test_job_exception_is_reraised_once_with_seeds_and_traceback(pool: Any, tmp_path: Path) -> None:
     from metaplat.workers import JobError
 
     marker = tmp_path / "attempts"

@@ -31,9 +31,7 @@ class Toy(TaskFamily):
 
 def test_splits_are_disjoint_and_reproducible() -> None:
     fam = Toy()
-    seeds = {
-        s: {t.seed for t in fam.sample(np.random.default_rng(0), s, 500)} for s in SPLITS
-    }
+    seeds = {s: {t.seed for t in fam.sample(np.random.default_rng(0), s, 500)} for s in SPLITS}
     assert not (seeds["train"] & seeds["val"]) and not (seeds["val"] & seeds["test"])
     a = fam.sample(np.random.default_rng(7), "val", 5)
     b = fam.sample(np.random.default_rng(7), "val", 5)

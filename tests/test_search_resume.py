@@ -49,7 +49,10 @@ def test_interrupted_sweep_resumes_with_controller_state(ray_session: None, tmp_
     tuner = tune.Tuner(
         child_trainable,
         tune_config=tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(searcher, 1), num_samples=4, metric="reward", mode="max",
+            search_alg=ConcurrencyLimiter(searcher, 1),
+            num_samples=4,
+            metric="reward",
+            mode="max",
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(

@@ -89,8 +89,12 @@ def test_round_trip_and_digest() -> None:
 
 def test_defaults_fill_optional_sections() -> None:
     spec = parse_spec(
-        {"name": "a", "task": {"family": "sinusoid"}, "method": {"name": "toy"},
-         "tune": {"metric": "val/loss"}}
+        {
+            "name": "a",
+            "task": {"family": "sinusoid"},
+            "method": {"name": "toy"},
+            "tune": {"metric": "val/loss"},
+        }
     )
     assert spec.workers.num_workers == 0 and spec.train.iterations == 100
     assert spec.tune.mode == "min" and spec.storage_path == "~/metaplat_results"
@@ -149,8 +153,9 @@ def test_unknown_family_and_method_use_registry_messages() -> None:
     data["task"]["family"] = "sinusiod"
     data["method"]["name"] = "mamll"
     errors = errors_of(data)
-    assert any("task.family: unknown task family 'sinusiod'; did you mean 'sinusoid'?" in e
-               for e in errors)
+    assert any(
+        "task.family: unknown task family 'sinusiod'; did you mean 'sinusoid'?" in e for e in errors
+    )
     assert any("method.name: unknown method 'mamll'; did you mean 'maml'?" in e for e in errors)
 
 
@@ -165,9 +170,7 @@ def test_method_as_import_path() -> None:
 def test_family_config_validated_by_family() -> None:
     data = base()
     data["task"]["config"]["num_support"] = 0
-    assert errors_of(data) == [
-        "task.config: num_support and num_query must be >= 1, got 0, 10"
-    ]
+    assert errors_of(data) == ["task.config: num_support and num_query must be >= 1, got 0, 10"]
 
 
 @pytest.mark.parametrize(
@@ -195,8 +198,9 @@ def test_search_path_must_name_a_config_field() -> None:
     data = base()
     data["tune"]["search_space"]["method.config.inner_lr"] = {"uniform": [0.1, 0.2]}
     (msg,) = errors_of(data)
-    assert msg.startswith("tune.search_space['method.config.inner_lr']: method.config: "
-                          "unknown key 'inner_lr'")
+    assert msg.startswith(
+        "tune.search_space['method.config.inner_lr']: method.config: unknown key 'inner_lr'"
+    )
     assert "allowed: crash_at, crash_file, init, lr, meta_batch, nan_at" in msg
 
 
@@ -215,8 +219,10 @@ def test_search_values_are_built_into_the_config() -> None:
     ]
     data = base()
     data["tune"]["search_space"]["task.config.num_query"] = {"grid": [5, 0]}
-    assert errors_of(data) == ["tune.search_space['task.config.num_query']=0: "
-                               "num_support and num_query must be >= 1, got 5, 0"]
+    assert errors_of(data) == [
+        "tune.search_space['task.config.num_query']=0: "
+        "num_support and num_query must be >= 1, got 5, 0"
+    ]
 
 
 def test_int_fields_need_integer_domains() -> None:
@@ -266,8 +272,10 @@ def test_search_alg_and_scheduler_checked_against_factories() -> None:
     data["tune"]["search_alg"] = {"name": "optuan"}
     data["tune"]["scheduler"] = {"name": "asha", "grace": 5}
     errors = errors_of(data)
-    assert "tune.search_alg.name: unknown search algorithm 'optuan'; did you mean 'optuna'?" in \
-        errors[0]
+    assert (
+        "tune.search_alg.name: unknown search algorithm 'optuan'; did you mean 'optuna'?"
+        in errors[0]
+    )
     assert errors[1].startswith("tune.scheduler: unknown key 'grace'; did you mean 'grace_period'?")
     data = base()
     data["tune"]["search_alg"] = {"name": "random", "max_concurrent": 0}
@@ -299,8 +307,15 @@ def test_pbt_mutation_paths_checked() -> None:
 def test_load_spec_file_and_overrides(tmp_path: Path) -> None:
     f = tmp_path / "s.yaml"
     f.write_text(FULL)
-    spec = load_spec(f, dict([parse_override("train.iterations=7"),
-                              parse_override("tune.search_space.method.config.lr=[0.1, 0.2]")]))
+    spec = load_spec(
+        f,
+        dict(
+            [
+                parse_override("train.iterations=7"),
+                parse_override("tune.search_space.method.config.lr=[0.1, 0.2]"),
+            ]
+        ),
+    )
     assert spec.train.iterations == 7
     assert spec.tune.search_space["method.config.lr"] == Domain("grid", (0.1, 0.2))
     f.write_text("name: [unclosed")

@@ -143,12 +143,15 @@ def test_param_space_maps_domains_to_tune(tmp_path: Path) -> None:
 
     spec = toy_spec(
         tmp_path,
-        tune={"metric": "val/loss", "search_space": {
-            "method.config.lr": {"loguniform": [0.001, 0.1]},
-            "method.config.meta_batch": {"randint": [1, 4]},
-            "method.config.init": {"choice": [0.0, 1.0]},
-            "seed": {"grid": [0, 1]},
-        }},
+        tune={
+            "metric": "val/loss",
+            "search_space": {
+                "method.config.lr": {"loguniform": [0.001, 0.1]},
+                "method.config.meta_batch": {"randint": [1, 4]},
+                "method.config.init": {"choice": [0.0, 1.0]},
+                "seed": {"grid": [0, 1]},
+            },
+        },
     )
     space = param_space(spec)
     assert space["spec_hash"] == spec.digest()
@@ -158,9 +161,14 @@ def test_param_space_maps_domains_to_tune(tmp_path: Path) -> None:
     assert isinstance(space["method.config.meta_batch"], Integer)
     assert isinstance(space["method.config.init"], Categorical)
     rng = np.random.default_rng(0)
-    for kind, args in [("uniform", (1, 2)), ("quniform", (1, 2, 0.5)), ("qloguniform",
-                       (1, 8, 1)), ("qrandint", (1, 9, 2)), ("lograndint", (1, 9)),
-                       ("randn", (0, 1))]:
+    for kind, args in [
+        ("uniform", (1, 2)),
+        ("quniform", (1, 2, 0.5)),
+        ("qloguniform", (1, 8, 1)),
+        ("qrandint", (1, 9, 2)),
+        ("lograndint", (1, 9)),
+        ("randn", (0, 1)),
+    ]:
         from metaplat.specs.search_space import Domain
 
         v = to_tune(Domain(kind, args)).sample(random_state=rng)
@@ -175,17 +183,33 @@ def test_schedulers_and_searchers_from_spec(tmp_path: Path) -> None:
 
     from metaplat.tuning.runner import make_scheduler, make_search_alg
 
-    spec = toy_spec(tmp_path, tune={"metric": "val/loss", "mode": "max",
-                                    "scheduler": {"name": "asha", "grace_period": 2},
-                                    "search_alg": {"name": "random", "max_concurrent": 2}})
+    spec = toy_spec(
+        tmp_path,
+        tune={
+            "metric": "val/loss",
+            "mode": "max",
+            "scheduler": {"name": "asha", "grace_period": 2},
+            "search_alg": {"name": "random", "max_concurrent": 2},
+        },
+    )
     asha = make_scheduler(spec)
     assert isinstance(asha, ASHAScheduler) and asha._max_t == 5  # train.iterations
     alg, cap = make_search_alg(spec)
     assert cap == 2 and not isinstance(alg, ConcurrencyLimiter)  # variant generator: cap trials
-    pbt_spec = toy_spec(tmp_path, tune={"metric": "val/loss", "scheduler": {
-        "name": "pbt", "perturbation_interval": 2,
-        "hyperparam_mutations": {"method.config.lr": {"loguniform": [0.01, 0.5]},
-                                 "method.config.meta_batch": [1, 2, 4]}}})
+    pbt_spec = toy_spec(
+        tmp_path,
+        tune={
+            "metric": "val/loss",
+            "scheduler": {
+                "name": "pbt",
+                "perturbation_interval": 2,
+                "hyperparam_mutations": {
+                    "method.config.lr": {"loguniform": [0.01, 0.5]},
+                    "method.config.meta_batch": [1, 2, 4],
+                },
+            },
+        },
+    )
     pbt = make_scheduler(pbt_spec)
     assert isinstance(pbt, PopulationBasedTraining)
     assert pbt._hyperparam_mutations["method.config.meta_batch"] == [1, 2, 4]
@@ -208,8 +232,11 @@ def test_nan_trial_fails_alone(tmp_path: Path, ship_toy: None) -> None:
     spec = toy_spec(
         tmp_path,
         train={"iterations": 3, "eval_every": 1, "checkpoint_every": 1, "eval_tasks": 2},
-        tune={"metric": "val/loss", "search_space": {"method.config.nan_at": [-1, 1]},
-              "scheduler": {"name": "asha", "grace_period": 3}},
+        tune={
+            "metric": "val/loss",
+            "search_space": {"method.config.nan_at": [-1, 1]},
+            "scheduler": {"name": "asha", "grace_period": 3},
+        },
     )
     results = run_experiment(spec, verbose=0)
     by_nan = {r.config["method.config.nan_at"]: r for r in results}
@@ -229,8 +256,10 @@ def test_interrupted_sweep_resumes(tmp_path: Path, ship_toy: None) -> None:
     marker = Path(tempfile.mkstemp(dir=tmp_path)[1])
     spec = toy_spec(
         tmp_path,
-        method={"name": "toy", "config": {"lr": 0.2, "meta_batch": 3, "crash_at": 2,
-                                          "crash_file": str(marker)}},
+        method={
+            "name": "toy",
+            "config": {"lr": 0.2, "meta_batch": 3, "crash_at": 2, "crash_file": str(marker)},
+        },
         train={"iterations": 4, "eval_every": 2, "checkpoint_every": 1, "eval_tasks": 2},
     )
     (first,) = run_experiment(spec, verbose=0)
@@ -262,16 +291,29 @@ def test_worker_resources_and_pool_wiring(tmp_path: Path, monkeypatch: pytest.Mo
         return [{"CPU": driver}] + [{"CPU": cpus, "GPU": gpus}] * n
 
     class RayPool:
-        def __init__(self, num_workers: int, num_cpus: float, num_gpus: float,
-                     max_task_retries: int):
+        def __init__(
+            self, num_workers: int, num_cpus: float, num_gpus: float, max_task_retries: int
+        ):
             calls["pool"] = (num_workers, num_cpus, num_gpus, max_task_retries)
 
-    monkeypatch.setitem(sys.modules, "metaplat.workers.resources",
-                        types.SimpleNamespace(worker_bundles=worker_bundles))
-    monkeypatch.setitem(sys.modules, "metaplat.workers.ray_pool",
-                        types.SimpleNamespace(RayPool=RayPool))
-    spec = toy_spec(tmp_path, workers={"num_workers": 3, "num_cpus": 2, "num_gpus": 0.5,
-                                       "driver_cpus": 1, "max_task_retries": 1})
+    monkeypatch.setitem(
+        sys.modules,
+        "metaplat.workers.resources",
+        types.SimpleNamespace(worker_bundles=worker_bundles),
+    )
+    monkeypatch.setitem(
+        sys.modules, "metaplat.workers.ray_pool", types.SimpleNamespace(RayPool=RayPool)
+    )
+    spec = toy_spec(
+        tmp_path,
+        workers={
+            "num_workers": 3,
+            "num_cpus": 2,
+            "num_gpus": 0.5,
+            "driver_cpus": 1,
+            "max_task_retries": 1,
+        },
+    )
     pgf = trial_resources(spec.workers)
     assert isinstance(pgf, tune.PlacementGroupFactory)
     assert pgf.bundles == [{"CPU": 1.0}] + [{"CPU": 2.0, "GPU": 0.5}] * 3
@@ -287,6 +329,9 @@ def test_local_ray_too_small_is_an_error(tmp_path: Path, ray_session: None) -> N
     from metaplat.tuning.runner import check_fits_locally
 
     check_fits_locally(toy_spec(tmp_path, workers={"num_workers": 1}))  # 2 CPUs: fits
-    with pytest.raises(SpecError, match=r"one trial needs 5 CPU, 2 GPU but this local Ray has "
-                                        r"2 CPU, 0 GPU"):
+    with pytest.raises(
+        SpecError,
+        match=r"one trial needs 5 CPU, 2 GPU but this local Ray has "
+        r"2 CPU, 0 GPU",
+    ):
         check_fits_locally(toy_spec(tmp_path, workers={"num_workers": 4, "num_gpus": 0.5}))

@@ -117,7 +117,9 @@ class Thompson(BanditPolicy):
     name = "ts"
 
     def scores(self, counts: ArmCounts, t: int) -> torch.Tensor:
-        return beta_sample(counts.successes + 1.0, counts.pulls - counts.successes + 1.0, counts.gen)
+        return beta_sample(
+            counts.successes + 1.0, counts.pulls - counts.successes + 1.0, counts.gen
+        )
 
 
 class OptimisticThompson(BanditPolicy):

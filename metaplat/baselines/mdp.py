@@ -67,8 +67,9 @@ class MDPStats:
 
     def sample_mdp(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One posterior sample ``(mu, P)``."""
-        z = torch.randn(self.counts.shape, generator=self.gen, dtype=torch.float64,
-                        device=self.counts.device)
+        z = torch.randn(
+            self.counts.shape, generator=self.gen, dtype=torch.float64, device=self.counts.device
+        )
         mu = self.mu_mean + z / torch.sqrt(1.0 + self.counts)
         g = gamma_sample(1.0 + self.trans, self.gen)
         return mu, g / g.sum(-1, keepdim=True)
@@ -87,8 +88,15 @@ class MDPPolicy:
         gen.manual_seed(int(keys[0].item()) & 0x7FFFFFFFFFFFFFFF)
         z = torch.zeros(b, s, a, dtype=torch.float64, device=env.device)
         zs = torch.zeros(b, dtype=torch.int64, device=env.device)
-        return MDPStats(z, z.clone(), torch.zeros(b, s, a, s, dtype=torch.float64,
-                        device=env.device), zs, None, gen, env)
+        return MDPStats(
+            z,
+            z.clone(),
+            torch.zeros(b, s, a, s, dtype=torch.float64, device=env.device),
+            zs,
+            None,
+            gen,
+            env,
+        )
 
     def make_plan(self, st: MDPStats) -> torch.Tensor:
         raise NotImplementedError

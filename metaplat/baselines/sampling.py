@@ -25,8 +25,10 @@ def gamma_sample(alpha: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         z = torch.randn(a.shape, generator=gen, device=a.device, dtype=a.dtype)
         u = torch.rand(a.shape, generator=gen, device=a.device, dtype=a.dtype)
         v = (1.0 + c * z) ** 3
-        ok = (v > 0) & (torch.log(u.clamp_min(1e-300)) < 0.5 * z * z + d - d * v
-                        + d * torch.log(v.clamp_min(1e-300)))
+        ok = (v > 0) & (
+            torch.log(u.clamp_min(1e-300))
+            < 0.5 * z * z + d - d * v + d * torch.log(v.clamp_min(1e-300))
+        )
         take = todo & ok
         out = torch.where(take, d * v, out)
         todo = todo & ~ok

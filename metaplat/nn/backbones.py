@@ -13,7 +13,9 @@ import torch
 from torch import nn
 
 
-def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+def mlp(
+    in_dim: int, hidden: Sequence[int], out_dim: int, activation: type[nn.Module] = nn.ReLU
+) -> nn.Sequential:
     """``in -> hidden... -> out`` with ``activation`` between layers (the MAML 1-40-40-1 net)."""
     layers: list[nn.Module] = []
     d = in_dim
@@ -43,9 +45,17 @@ class Conv4(nn.Module):
     head named ``head`` maps features to logits ``[N, num_classes]`` (ANIL adapts only it).
     """
 
-    def __init__(self, in_channels: int = 1, hidden: int = 64, num_classes: int | None = None, image_size: int = 28):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        hidden: int = 64,
+        num_classes: int | None = None,
+        image_size: int = 28,
+    ):
         super().__init__()
-        self.encoder = nn.Sequential(*(ConvBlock(in_channels if i == 0 else hidden, hidden) for i in range(4)))
+        self.encoder = nn.Sequential(
+            *(ConvBlock(in_channels if i == 0 else hidden, hidden) for i in range(4))
+        )
         side = image_size
         for _ in range(4):
             side //= 2

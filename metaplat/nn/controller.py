@@ -209,7 +209,9 @@ def _rollout(
         ents.append(-(log_p.exp() * log_p).sum(-1))
         if i + 1 < len(vocab):
             x = params[f"embed{i}"][tok]
-    return Samples(torch.stack(out_tokens, 1), torch.stack(logps, 1).sum(1), torch.stack(ents, 1).sum(1))
+    return Samples(
+        torch.stack(out_tokens, 1), torch.stack(logps, 1).sum(1), torch.stack(ents, 1).sum(1)
+    )
 
 
 def log_probs(
@@ -240,7 +242,9 @@ class Controller:
         """Sample ``m`` programs from the current policy; returns the advanced state."""
         if m < 1:
             raise ValueError(f"m must be >= 1, got {m}")
-        g = torch.Generator().manual_seed(derive_seed(state.seed, "sample", state.num_sampled) % 2**63)
+        g = torch.Generator().manual_seed(
+            derive_seed(state.seed, "sample", state.num_sampled) % 2**63
+        )
         with torch.no_grad():
             s = _rollout(state.params, self.vocab, self.config, m, generator=g)
         return dataclasses.replace(state, num_sampled=state.num_sampled + 1), s

@@ -35,7 +35,8 @@ BINARY: tuple[str, ...] = ("add", "sub", "mul", "div", "pow", "keep_left")
 _OPERAND_TEXT = {
     "g": "g", "g2": "g²", "g3": "g³", "m": "m̂", "v": "v̂", "y": "ŷ₃", "sign_g": "sign(g)",
     "sign_m": "sign(m̂)", "one": "1", "two": "2", "noise": "ε", "wd1e-4": "1e-4·w",
-    "wd1e-3": "1e-3·w", "wd1e-2": "1e-2·w", "wd1e-1": "1e-1·w", "adam": "adam", "rmsprop": "rmsprop",
+    "wd1e-3": "1e-3·w", "wd1e-2": "1e-2·w", "wd1e-1": "1e-1·w",
+    "adam": "adam", "rmsprop": "rmsprop",
 }  # fmt: skip
 
 
@@ -122,7 +123,9 @@ class Program:
             c = _unary_text(u.u2, _operand_text(u.op2, texts))
             texts.append(_binary_text(u.b, a, c))
         out = texts[-1]
-        return out[1:-1] if out.startswith("(") and out.endswith(")") and _balanced(out[1:-1]) else out
+        return (
+            out[1:-1] if out.startswith("(") and out.endswith(")") and _balanced(out[1:-1]) else out
+        )
 
 
 def _balanced(s: str) -> bool:

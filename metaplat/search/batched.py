@@ -1,4 +1,5 @@
-"""Batched-children mode: many tiny children trained per pool call, the controller updated per batch.
+"""Batched-children mode: many tiny children trained per pool call, the controller updated
+per batch.
 
 When to use which mode:
 
@@ -48,7 +49,13 @@ class ChildJob:
 def child_specs(programs: Sequence[dict[str, Any]], seed: int, start: int) -> list[TaskSpec]:
     """Specs for children ``start, start+1, ...`` of a search with root ``seed``."""
     return [
-        TaskSpec("search_child", {}, {"program": p}, derive_seed(seed, "child", start + i) % 2**52, "train")
+        TaskSpec(
+            "search_child",
+            {},
+            {"program": p},
+            derive_seed(seed, "child", start + i) % 2**52,
+            "train",
+        )
         for i, p in enumerate(programs)
     ]
 

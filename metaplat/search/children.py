@@ -69,9 +69,13 @@ class ChildConfig:
         if isinstance(self.data, dict):
             object.__setattr__(self, "data", DataConfig.from_dict(self.data))
         if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+            raise ValueError(
+                f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}"
+            )
         if self.optimizer not in dsl.NAMED:
-            raise ValueError(f"optimizer {self.optimizer!r} not allowed; allowed: {list(dsl.NAMED)}")
+            raise ValueError(
+                f"optimizer {self.optimizer!r} not allowed; allowed: {list(dsl.NAMED)}"
+            )
         if not self.lr > 0 or not self.lrs or any(not lr > 0 for lr in self.lrs):
             raise ValueError(f"lr and lrs must be > 0, got lr={self.lr}, lrs={list(self.lrs)}")
         object.__setattr__(self, "lrs", tuple(float(x) for x in self.lrs))
@@ -86,7 +90,9 @@ class ChildConfig:
         allowed = {f.name for f in dataclasses.fields(cls)}
         bad = sorted(set(d) - allowed)
         if bad:
-            raise ValueError(f"unknown child field {bad[0]!r}; allowed: {', '.join(sorted(allowed))}")
+            raise ValueError(
+                f"unknown child field {bad[0]!r}; allowed: {', '.join(sorted(allowed))}"
+            )
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:

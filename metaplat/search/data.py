@@ -73,7 +73,9 @@ class DataConfig:
         allowed = {f.name for f in dataclasses.fields(cls)}
         bad = sorted(set(d) - allowed)
         if bad:
-            raise ValueError(f"unknown data field {bad[0]!r}; allowed: {', '.join(sorted(allowed))}")
+            raise ValueError(
+                f"unknown data field {bad[0]!r}; allowed: {', '.join(sorted(allowed))}"
+            )
         return cls(**d)
 
 
@@ -97,7 +99,9 @@ class ChildData:
         return self.num_classes if self.num_classes is not None else int(self.train_y[0].numel())
 
 
-def spirals(rng: np.random.Generator, n: int, k: int, noise: float) -> tuple[np.ndarray, np.ndarray]:
+def spirals(
+    rng: np.random.Generator, n: int, k: int, noise: float
+) -> tuple[np.ndarray, np.ndarray]:
     y = rng.integers(k, size=n)
     r = rng.uniform(0.05, 1.0, size=n)
     theta = y * (2 * np.pi / k) + 4.0 * r + rng.normal(0, noise, size=n)
@@ -146,7 +150,9 @@ def make_data(config: DataConfig) -> ChildData:
             spec = fam.sample(np.random.default_rng(config.seed), "train", 1)[0]
             ep = fam.build(spec)
         except (ImportError, AttributeError) as e:  # family module not installed on this branch
-            log.warning("family %r unavailable (%s); using %r data", config.family, e, config.fallback)
+            log.warning(
+                "family %r unavailable (%s); using %r data", config.family, e, config.fallback
+            )
             return make_data(dataclasses.replace(config, source=config.fallback))
         is_cls = not torch.is_floating_point(ep.support_y)
         ncls = int(max(ep.support_y.max(), ep.query_y.max())) + 1 if is_cls else None

@@ -59,8 +59,12 @@ class ConvSpace:
             raise ValueError(f"num_layers must be >= 1, got {self.num_layers}")
         odd = _check_choices("filter_sizes", self.filter_sizes, lambda v: int(v) >= 1 and v % 2)
         object.__setattr__(self, "filter_sizes", odd)
-        object.__setattr__(self, "filters", _check_choices("filters", self.filters, lambda v: v >= 1))
-        object.__setattr__(self, "strides", _check_choices("strides", self.strides, lambda v: v >= 1))
+        object.__setattr__(
+            self, "filters", _check_choices("filters", self.filters, lambda v: v >= 1)
+        )
+        object.__setattr__(
+            self, "strides", _check_choices("strides", self.strides, lambda v: v >= 1)
+        )
 
     @property
     def decisions(self) -> tuple[Decision, ...]:
@@ -139,11 +143,15 @@ class MLPSpace:
 def describe_program(program: dict[str, Any]) -> str:
     """``conv 3x5/36/s1 -> ...`` or ``mlp 32 tanh -> 16 relu``."""
     if program["kind"] == "mlp":
-        return "mlp " + " -> ".join(f"{l['width']} {l['activation']}" for l in program["layers"])
+        return "mlp " + " -> ".join(
+            f"{layer['width']} {layer['activation']}" for layer in program["layers"]
+        )
     parts = []
-    for l in program["layers"]:
-        skip = f" +{l['skips']}" if l["skips"] else ""
-        parts.append(f"{l['filter_h']}x{l['filter_w']}/{l['filters']}/s{l['stride']}{skip}")
+    for layer in program["layers"]:
+        skip = f" +{layer['skips']}" if layer["skips"] else ""
+        parts.append(
+            f"{layer['filter_h']}x{layer['filter_w']}/{layer['filters']}/s{layer['stride']}{skip}"
+        )
     return "conv " + " -> ".join(parts)
 
 
@@ -152,25 +160,31 @@ class ConvNet(nn.Module):
 
     def __init__(self, program: dict[str, Any], in_channels: int, num_classes: int):
         super().__init__()
-        self.layers_spec = [dict(l) for l in program["layers"]]
+        self.layers_spec = [dict(layer) for layer in program["layers"]]
         self.convs = nn.ModuleList()
         self.norms = nn.ModuleList()
         channels: list[int] = []
-        for i, l in enumerate(self.layers_spec):
-            c_in = in_channels if i == 0 else channels[i - 1] + sum(channels[j] for j in l["skips"])
-            kh, kw = int(l["filter_h"]), int(l["filter_w"])
-            self.convs.append(
-                nn.Conv2d(c_in, int(l["filters"]), (kh, kw), int(l["stride"]), (kh // 2, kw // 2))
+        for i, layer in enumerate(self.layers_spec):
+            c_in = (
+                in_channels
+                if i == 0
+                else channels[i - 1] + sum(channels[j] for j in layer["skips"])
             )
-            self.norms.append(nn.BatchNorm2d(int(l["filters"]), track_running_stats=False))
-            channels.append(int(l["filters"]))
+            kh, kw = int(layer["filter_h"]), int(layer["filter_w"])
+            self.convs.append(
+                nn.Conv2d(
+                    c_in, int(layer["filters"]), (kh, kw), int(layer["stride"]), (kh // 2, kw // 2)
+                )
+            )
+            self.norms.append(nn.BatchNorm2d(int(layer["filters"]), track_running_stats=False))
+            channels.append(int(layer["filters"]))
         self.head = nn.Linear(channels[-1], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outs: list[torch.Tensor] = []
-        for i, l in enumerate(self.layers_spec):
+        for i, layer in enumerate(self.layers_spec):
             if i > 0:
-                ins = [outs[i - 1]] + [outs[j] for j in l["skips"]]
+                ins = [outs[i - 1]] + [outs[j] for j in layer["skips"]]
                 h = min(t.shape[-2] for t in ins)
                 w = min(t.shape[-1] for t in ins)
                 x = torch.cat([F.adaptive_avg_pool2d(t, (h, w)) for t in ins], dim=1)
@@ -183,16 +197,18 @@ def build_network(program: dict[str, Any], in_shape: Sequence[int], out_dim: int
     kind = program.get("kind")
     if kind == "conv":
         if len(in_shape) != 3:
-            raise ValueError(f"conv programs need image inputs [C, H, W], got shape {list(in_shape)}")
+            raise ValueError(
+                f"conv programs need image inputs [C, H, W], got shape {list(in_shape)}"
+            )
         return ConvNet(program, int(in_shape[0]), out_dim)
     if kind == "mlp":
         layers: list[nn.Module] = [nn.Flatten()]
         d = 1
         for s in in_shape:
             d *= int(s)
-        for l in program["layers"]:
-            layers += [nn.Linear(d, int(l["width"])), ACTIVATIONS[l["activation"]]()]
-            d = int(l["width"])
+        for layer in program["layers"]:
+            layers += [nn.Linear(d, int(layer["width"])), ACTIVATIONS[layer["activation"]]()]
+            d = int(layer["width"])
         layers.append(nn.Linear(d, out_dim))
         return nn.Sequential(*layers)
     raise ValueError(f"program kind {kind!r} is not buildable; allowed: conv, mlp")

@@ -95,8 +95,9 @@ def resolve_method(name: str) -> type:
         try:
             cls = METHODS.get(name)
         except ImportError as e:
-            raise SpecError(f"method.name: method {name!r} is registered but cannot be "
-                            f"imported ({e})") from None
+            raise SpecError(
+                f"method.name: method {name!r} is registered but cannot be imported ({e})"
+            ) from None
     elif ":" in name:
         module, _, attr = name.partition(":")
         try:
@@ -327,8 +328,10 @@ def summary(spec: ExperimentSpec) -> str:
     """One line: what runs where, how many trials."""
     t, w = spec.tune, spec.workers
     n = t.num_trials()
-    trials = f"{n} trial{'s' * (n != 1)}" if spec.tune.search_alg is None else (
-        f"{t.num_samples} samples of {spec.tune.search_alg.name}"
+    trials = (
+        f"{n} trial{'s' * (n != 1)}"
+        if spec.tune.search_alg is None
+        else (f"{t.num_samples} samples of {spec.tune.search_alg.name}")
     )
     workers = (
         "in-process"

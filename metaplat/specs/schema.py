@@ -229,8 +229,7 @@ def check_search_path(path: str) -> None:
     )
     if not ok:
         raise ValueError(
-            f"search path {path!r} must be 'seed', 'method.config.<field>' or "
-            "'task.config.<field>'"
+            f"search path {path!r} must be 'seed', 'method.config.<field>' or 'task.config.<field>'"
         )
 
 

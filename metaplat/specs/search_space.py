@@ -62,9 +62,7 @@ class Domain:
                 raise ValueError(f"{self.kind} needs a non-empty list of values")
             return
         if len(self.args) != len(names):
-            raise ValueError(
-                f"{self.kind} takes [{', '.join(names)}], got {list(self.args)}"
-            )
+            raise ValueError(f"{self.kind} takes [{', '.join(names)}], got {list(self.args)}")
         for n, a in zip(names, self.args, strict=True):
             if isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a):
                 raise ValueError(f"{self.kind} {n} must be a finite number, got {a!r}")

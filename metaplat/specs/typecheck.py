@@ -134,8 +134,10 @@ def check_value(value: Any, tp: Any, path: str) -> Any:
                     raise SpecError(
                         f"{path}: got {value!r} ({len(value)} items), expected {type_name(tp)}"
                     )
-                items = [check_value(v, a, f"{path}[{i}]") for i, (v, a) in
-                         enumerate(zip(value, args, strict=True))]
+                items = [
+                    check_value(v, a, f"{path}[{i}]")
+                    for i, (v, a) in enumerate(zip(value, args, strict=True))
+                ]
             else:
                 item_tp = args[0] if args else Any
                 items = [check_value(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]

@@ -70,13 +70,15 @@ class PointNavFamily(RLFamily):
         """The gymnasium env of the spec's goal (truncates itself after ``horizon`` steps)."""
         return PointNavEnv(goal=tuple(spec.params["goal"]), **self._env_kwargs())
 
-    def build_batched(
-        self, specs: Sequence[TaskSpec], device: Any = "cpu"
-    ) -> BatchedPointNav:
+    def build_batched(self, specs: Sequence[TaskSpec], device: Any = "cpu") -> BatchedPointNav:
         """One batched env whose row ``i`` is ``build(specs[i])``, identified by its seed."""
         goals = torch.tensor([list(s.params["goal"]) for s in specs], dtype=torch.float32)
-        return BatchedPointNav(goals.reshape(-1, 2), device=device,
-                               task_seeds=[s.seed for s in specs], **self._env_kwargs())
+        return BatchedPointNav(
+            goals.reshape(-1, 2),
+            device=device,
+            task_seeds=[s.seed for s in specs],
+            **self._env_kwargs(),
+        )
 
     def describe(self) -> dict[str, Any]:
         return super().describe() | {

@@ -70,5 +70,6 @@ class SinusoidFamily(SupervisedFamily):
     def describe(self) -> dict[str, Any]:
         return super().describe() | {
             "params": {"amplitude": f"U{list(self.amplitude)}", "phase": f"U{list(self.phase)}"},
-            "data": f"x ~ U{list(self.x_range)}, {self.num_support} support / {self.num_query} query",
+            "data": f"x ~ U{list(self.x_range)}, "
+            f"{self.num_support} support / {self.num_query} query",
         }

@@ -53,9 +53,7 @@ class TabularMDPFamily(RLFamily):
             task_seed=spec.seed,
         )
 
-    def build_batched(
-        self, specs: Sequence[TaskSpec], device: Any = "cpu"
-    ) -> BatchedTabularMDP:
+    def build_batched(self, specs: Sequence[TaskSpec], device: Any = "cpu") -> BatchedTabularMDP:
         return BatchedTabularMDP(
             [s.params["reward_means"] for s in specs],
             [s.params["transitions"] for s in specs],

@@ -22,11 +22,14 @@ class FirstResultLogger(Callback):
         self._start = time.monotonic()
         self._seen = False
 
-    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
-                        **info: Any) -> None:
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
+    ) -> None:
         if not self._seen:
             self._seen = True
             log.info(
-                "%s: trial %s after %.1f s of tuning", FIRST_RESULT_MARKER, trial.trial_id,
+                "%s: trial %s after %.1f s of tuning",
+                FIRST_RESULT_MARKER,
+                trial.trial_id,
                 time.monotonic() - self._start,
             )

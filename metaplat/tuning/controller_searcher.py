@@ -129,7 +129,11 @@ class ControllerSearcher(Searcher):
 
     # -- checkpointing: plain data + tensors, loadable with weights_only=True ------------
     def get_state(self) -> dict[str, Any]:
-        return {"policy": self.policy.state_dict(), "live": dict(self._live), "last": dict(self._last)}
+        return {
+            "policy": self.policy.state_dict(),
+            "live": dict(self._live),
+            "last": dict(self._last),
+        }
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.policy.load_state_dict(state["policy"])
@@ -200,8 +204,12 @@ def child_trainable(config: dict[str, Any]) -> None:
     seed = derive_seed(int(config.get("seed", 0)), "child", *config["tokens"])
     result = run_child(config["program"], child, seed)
     tune.report(
-        {"reward": result.reward, "child/ok": float(result.status == "ok"), **result.metrics,
-         **config_provenance(config)}
+        {
+            "reward": result.reward,
+            "child/ok": float(result.status == "ok"),
+            **result.metrics,
+            **config_provenance(config),
+        }
     )
 
 

@@ -107,8 +107,9 @@ def rl2_baseline_levels(
         return None
     config = method.get("config") or {}
     episodes = int(config.get("episodes_per_trial", RL2Config.episodes_per_trial))
-    return baseline_levels(task["family"], task.get("config") or {}, episodes,
-                           int(spec.get("seed", 0)), num_tasks)
+    return baseline_levels(
+        task["family"], task.get("config") or {}, episodes, int(spec.get("seed", 0)), num_tasks
+    )
 
 
 def curve_vs_levels(
@@ -125,8 +126,15 @@ def curve_vs_levels(
         points = df[["train/iteration", metric]].dropna()
         points = points[points[metric].diff().fillna(1.0) != 0]  # evaluations, not repeats
         for it, value in zip(points["train/iteration"], points[metric], strict=True):
-            rows.append({"trial": trial, "iteration": int(it), metric: float(value),
-                         f"best baseline ({best_name})": best, "gap": float(value) - best})
+            rows.append(
+                {
+                    "trial": trial,
+                    "iteration": int(it),
+                    metric: float(value),
+                    f"best baseline ({best_name})": best,
+                    "gap": float(value) - best,
+                }
+            )
     return pd.DataFrame(rows)
 
 

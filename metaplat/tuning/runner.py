@@ -227,5 +227,8 @@ def check_same_spec(spec: ExperimentSpec, path: str) -> None:
         if old.digest() != spec.digest():
             log.warning(
                 "resuming %s with a changed spec (hash %s, was %s); trials keep the search "
-                "space they started with", path, spec.digest(), old.digest()
+                "space they started with",
+                path,
+                spec.digest(),
+                old.digest(),
             )

@@ -154,8 +154,8 @@ def pbt(
     mutations = {}
     for path, value in (hyperparam_mutations or {}).items():
         domain = Domain.from_yaml(value, f"hyperparam_mutations[{path!r}]")
-        mutations[path] = list(domain.args) if domain.kind in ("grid", "choice") else to_tune(
-            domain
+        mutations[path] = (
+            list(domain.args) if domain.kind in ("grid", "choice") else to_tune(domain)
         )
     return PopulationBasedTraining(
         time_attr="training_iteration",

@@ -71,9 +71,7 @@ def trial_resources(workers: WorkersSection) -> Any:
     from metaplat.workers.resources import worker_bundles
 
     return tune.PlacementGroupFactory(
-        worker_bundles(
-            workers.num_workers, workers.num_cpus, workers.num_gpus, workers.driver_cpus
-        )
+        worker_bundles(workers.num_workers, workers.num_cpus, workers.num_gpus, workers.driver_cpus)
     )
 
 
@@ -117,9 +115,7 @@ def versions() -> dict[str, str]:
 def check_finite(metrics: dict[str, Any], watched: str, iteration: int, seed: int) -> None:
     """Raise ``FloatingPointError`` if a loss metric or ``watched`` is NaN or infinite."""
     for key, value in metrics.items():
-        if ("loss" in key.rsplit("/", 1)[-1] or key == watched) and isinstance(
-            value, (int, float)
-        ):
+        if ("loss" in key.rsplit("/", 1)[-1] or key == watched) and isinstance(value, (int, float)):
             if not math.isfinite(value):
                 raise FloatingPointError(
                     f"metric {key!r} is {value} at iteration {iteration} (trial seed {seed}); "

@@ -51,9 +51,7 @@ class JobError(RuntimeError):
     ``__cause__`` is the worker's original exception when it could be pickled.
     """
 
-    def __init__(
-        self, message: str, shard_index: int, seeds: list[int], worker_traceback: str
-    ):
+    def __init__(self, message: str, shard_index: int, seeds: list[int], worker_traceback: str):
         super().__init__(message)
         self.shard_index = shard_index
         self.seeds = seeds
@@ -259,9 +257,7 @@ class RayPool:
         )
         if captured:
             held = ray.get_runtime_context().get_assigned_resources()
-            check_bundles_fit(
-                self.num_workers, self.num_cpus, self.num_gpus, pg.bundle_specs, held
-            )
+            check_bundles_fit(self.num_workers, self.num_cpus, self.num_gpus, pg.bundle_specs, held)
         else:
             nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive", False)]
             check_cluster_fits(
@@ -306,9 +302,12 @@ class RayPool:
             raise RuntimeError("RayPool.map called after close()")
         shards = shard(specs, self.num_workers)
         payload_ref = ray.put(_pack(payload))  # once per call; every actor reads this object
-        refs = [a.run.remote(job, payload_ref, s) for a, s in zip(self._actors, shards)]
+        # zip stops at the shards: fewer shards than actors when there are few specs
+        refs = [
+            a.run.remote(job, payload_ref, s) for a, s in zip(self._actors, shards, strict=False)
+        ]
         results = []
-        for i, (ref, s) in enumerate(zip(refs, shards)):
+        for i, (ref, s) in enumerate(zip(refs, shards, strict=True)):
             try:
                 out = ray.get(ref)
             except RayTaskError as e:  # the job could not even start (e.g. unpicklable)

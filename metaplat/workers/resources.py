@@ -89,9 +89,7 @@ def check_cluster_fits(
     if nodes and not any(
         all(float(n.get(k, 0.0)) + 1e-9 >= v for k, v in need.items() if v > 0) for n in nodes
     ):
-        biggest = ", ".join(
-            "{" + _describe(n) + "}" for n in nodes
-        )
+        biggest = ", ".join("{" + _describe(n) + "}" for n in nodes)
         raise ValueError(
             f"no single node can hold one worker (num_cpus={_fmt(num_cpus)}, "
             f"num_gpus={_fmt(num_gpus)}); nodes have: {biggest}"
@@ -117,9 +115,7 @@ def check_bundles_fit(
         for k, v in held.items():
             free[0][k] = max(0.0, free[0].get(k, 0.0) - float(v))
     need = {k: v for k, v in (("CPU", num_cpus), ("GPU", num_gpus)) if v > 0}
-    fits = sum(
-        min(int(b.get(k, 0.0) / v + 1e-9) for k, v in need.items()) for b in free
-    )
+    fits = sum(min(int(b.get(k, 0.0) / v + 1e-9) for k, v in need.items()) for b in free)
     if fits < num_workers:
         raise ValueError(
             f"{num_workers} workers (num_cpus={_fmt(num_cpus)}, num_gpus={_fmt(num_gpus)} "
