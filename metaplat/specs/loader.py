@@ -167,8 +167,8 @@ class Resolved:
 
     family: Any
     """The task family instance (spec values)."""
-    method_cls: type
-    """The ``OuterLoop`` subclass."""
+    method_cls: type | None
+    """The ``OuterLoop`` subclass (``None`` for a ``trainable`` spec)."""
     method_config: Any
     """``method_cls.Config`` built from the spec's values."""
     trainable: Any = None

@@ -174,6 +174,7 @@ def run_experiment(
     if resolved.trainable is not None:
         trainable = tune.with_resources(resolved.trainable, trial_resources(spec.workers))
     else:
+        assert resolved.method_cls is not None
         trainable = make_trainable(spec, resolved.method_cls)
     path = experiment_path(spec)
     restorable = tune.Tuner.can_restore(path)
