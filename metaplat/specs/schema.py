@@ -39,6 +39,10 @@
                                      #                            {loguniform: [0.001, 0.1]}}}
     storage_path: ~/metaplat_results # local dir, NFS path, s3://bucket/path or gs://bucket/path
 
+A controller search (or any Tune function trainable) replaces ``task`` + ``method`` with
+``trainable: package.module:function`` and constant ``param_space: {...}``; its search
+algorithm proposes the rest of each trial's config (``tune_specs/nas_mlp_sinusoid.yaml``).
+
 Parsing (:func:`metaplat.specs.loader.parse_spec`) checks keys and types of this file;
 :func:`metaplat.specs.loader.validate_spec` goes further and builds the task family and the
 method ``Config`` with the spec's values and with the ends of every searched range.
