@@ -43,8 +43,12 @@ def rl2_setting(kind: str, n: int, k: int = 0) -> RL2Setting:
         cfg = RL2Config(episodes_per_trial=n, tasks_per_iteration=tasks, hidden_size=128,
                         learning_rate=1e-3, epochs=4, minibatches=4)
         return RL2Setting("bandit", {"num_arms": k}, n, cfg)
+    # MDPs: GAE lambda 0.95 (0.3 let the policy's entropy collapse before the return rose)
+    # and the step-in-episode/trial inputs (which the value head needs for 100-step trials);
+    # a checkpoint without those inputs resumes with zero weights on them.
     cfg = RL2Config(episodes_per_trial=n, tasks_per_iteration=256, hidden_size=128,
-                    learning_rate=1e-3, epochs=4, minibatches=4)
+                    learning_rate=1e-3, epochs=4, minibatches=4, gae_lambda=0.95,
+                    time_inputs=True)
     return RL2Setting("tabular_mdp", {}, n, cfg)
 
 

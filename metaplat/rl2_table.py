@@ -142,8 +142,8 @@ def train_rl2(setting: RL2Setting, budget_s: float, seed: int, ckpt_dir: Path | 
     best = state
     if path is not None and path.exists():
         saved = torch.load(path, weights_only=True)
-        state = algo.load_state_dict(saved["state"])
-        best = algo.load_state_dict(saved["best"])
+        state = algo.load_state_dict(widen_inputs(saved["state"], algo.net.input_size))
+        best = algo.load_state_dict(widen_inputs(saved["best"], algo.net.input_size))
         facts = saved["facts"]
     start = time.perf_counter()
     eval_every = max(1, int(20_000 // (setting.episodes * setting.rl2.tasks_per_iteration)) * 10)
@@ -164,6 +164,23 @@ def train_rl2(setting: RL2Setting, budget_s: float, seed: int, ckpt_dir: Path | 
         torch.save({"state": algo.state_dict(state), "best": algo.state_dict(best),
                     "facts": facts}, path)
     return algo, best, facts
+
+
+def widen_inputs(saved: dict[str, Any], input_size: int) -> dict[str, Any]:
+    """A saved RL² state whose GRU reads fewer inputs than ``input_size`` (a checkpoint
+    from before ``time_inputs`` was switched on) with zero input weights (and Adam moments)
+    for the new trailing inputs: the same function as before, so training resumes."""
+    key = "gru.weight_ih_l0"
+    have = saved["params"][key].shape[1]
+    if have >= input_size:
+        return saved
+    out = dict(saved)
+    for part in ("params", "adam_m", "adam_v"):
+        tensors = dict(saved[part])
+        w = tensors[key]
+        tensors[key] = torch.cat([w, w.new_zeros(w.shape[0], input_size - have)], 1)
+        out[part] = tensors
+    return out
 
 
 def score_rl2(algo: RL2, state: Any, num_tasks: int, seed: int) -> tuple[float, float]:

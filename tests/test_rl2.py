@@ -156,6 +156,50 @@ def test_state_dict_round_trips_through_torch_save_weights_only() -> None:
     assert ret.shape == (5,) and bool(((ret >= 0) & (ret <= 4)).all())
 
 
+def test_time_inputs_feed_step_fractions_and_widening_keeps_the_policy() -> None:
+    from metaplat.rl2_table import widen_inputs
+
+    fam = make_family("tabular_mdp", {"num_states": 4, "num_actions": 3, "horizon": 3})
+    specs = fam.sample(np.random.default_rng(0), "train", 6)
+    plain = RL2(RL2Config(episodes_per_trial=2, tasks_per_iteration=6, hidden_size=8,
+                          minibatches=2, epochs=1), fam, LocalPool(1), 0)
+    timed = RL2(RL2Config(episodes_per_trial=2, tasks_per_iteration=6, hidden_size=8,
+                          minibatches=2, epochs=1, time_inputs=True), fam, LocalPool(1), 0)
+    assert timed.net.input_size == plain.net.input_size + 2
+    seen: list[torch.Tensor] = []
+    policy = timed.policy(timed.init())
+
+    def record(state: Any, inp: StepInput) -> Any:
+        out = policy(state, inp)
+        seen.append(out[2]["x"][0, -2:].clone())
+        return out
+
+    run_trials(_Wrap(record, policy), fam.build_batched(specs), episodes=2, seed=0)
+    expected = [(t / 3, (3 * e + t) / 6) for e in range(2) for t in range(3)]
+    assert [tuple(round(v, 6) for v in x.tolist()) for x in seen] == [
+        tuple(round(v, 6) for v in e) for e in expected]
+    # A checkpoint without the time inputs resumes as the same policy (zero new weights).
+    state, _ = plain.step(plain.init())
+    widened = timed.load_state_dict(widen_inputs(plain.state_dict(state), timed.net.input_size))
+    r_plain = evaluate_policy(plain.policy(state), specs, 2, seed=1)
+    r_timed = evaluate_policy(timed.policy(widened), specs, 2, seed=1)
+    assert torch.allclose(r_plain, r_timed)
+    with pytest.raises(ValueError, match="time_inputs"):
+        timed.net.inputs(torch.zeros(2, 4), torch.zeros(2, dtype=torch.int64), torch.zeros(2),
+                         torch.zeros(2, dtype=torch.bool))
+
+
+class _Wrap:
+    def __init__(self, call: Any, policy: RL2Policy):
+        self.call, self.policy = call, policy
+
+    def initial_state(self, env: Any, keys: torch.Tensor) -> Any:
+        return self.policy.initial_state(env, keys)
+
+    def __call__(self, state: Any, inp: StepInput) -> Any:
+        return self.call(state, inp)
+
+
 def test_config_errors_name_the_field() -> None:
     with pytest.raises(ValueError, match="gae_lambda must be in"):
         RL2Config(gae_lambda=1.5)

@@ -33,7 +33,8 @@ from metaplat.inner.rl import categorical_logp_entropy, gaussian_logp_entropy
 
 @dataclasses.dataclass(frozen=True)
 class GRUPolicy:
-    """Shapes of the policy; ``input_size = obs_dim + head_size + 2``.
+    """Shapes of the policy; ``input_size = obs_dim + head_size + 2`` (``+ 2`` more with
+    ``time_inputs``).
 
     Attributes:
         obs_dim: flat observation size.
@@ -42,6 +43,9 @@ class GRUPolicy:
         action_dim: continuous action size (None for a discrete policy).
         max_action: the continuous env's per-coordinate bound (actions lie in
             ``[-max_action, max_action]``); unused by a discrete policy.
+        time_inputs: also feed the step within the episode and within the trial, each
+            as a fraction in ``[0, 1)`` (not in the paper; helps the value head, whose
+            target depends on the steps left in the trial).
     """
 
     obs_dim: int
@@ -49,6 +53,7 @@ class GRUPolicy:
     hidden_size: int = 256
     action_dim: int | None = None
     max_action: float = 1.0
+    time_inputs: bool = False
 
     def __post_init__(self) -> None:
         if (self.num_actions is None) == (self.action_dim is None):
@@ -64,16 +69,17 @@ class GRUPolicy:
             raise ValueError(f"max_action must be > 0, got {self.max_action}")
 
     @classmethod
-    def for_env(cls, env: Any, hidden_size: int) -> GRUPolicy:
+    def for_env(cls, env: Any, hidden_size: int, time_inputs: bool = False) -> GRUPolicy:
         """The policy for a batched env: categorical if ``env.num_actions`` is set, else a
         Gaussian over ``env.action_dim`` coordinates bounded by ``env.max_action``."""
         if env.num_actions is not None:
-            return cls(env.obs_dim, env.num_actions, hidden_size)
+            return cls(env.obs_dim, env.num_actions, hidden_size, time_inputs=time_inputs)
         if getattr(env, "max_action", None) is None:
             raise ValueError(
                 f"{type(env).__name__} has continuous actions but no max_action bound"
             )
-        return cls(env.obs_dim, None, hidden_size, env.action_dim, float(env.max_action))
+        return cls(env.obs_dim, None, hidden_size, env.action_dim, float(env.max_action),
+                   time_inputs)
 
     @property
     def continuous(self) -> bool:
@@ -86,7 +92,7 @@ class GRUPolicy:
 
     @property
     def input_size(self) -> int:
-        return self.obs_dim + self.head_size + 2
+        return self.obs_dim + self.head_size + 2 + (2 if self.time_inputs else 0)
 
     def module(self) -> _Net:
         return _net(self.input_size, self.hidden_size, self.head_size)
@@ -131,8 +137,11 @@ class GRUPolicy:
         prev_action: torch.Tensor,
         prev_reward: torch.Tensor,
         done: torch.Tensor,
+        time: tuple[float, float] | None = None,
     ) -> torch.Tensor:
-        """``obs ⊕ action code ⊕ prev_reward ⊕ done`` -> ``[..., input_size]``.
+        """``obs ⊕ action code ⊕ prev_reward ⊕ done`` (``⊕ time`` with ``time_inputs``:
+        ``(step in episode / horizon, step in trial / trial length)``, the same for every
+        row) -> ``[..., input_size]``.
 
         Discrete: the code is ``one_hot(prev_action)``, all zeros for ``prev_action = -1``
         (trial start). Continuous: the executed previous action ``[..., action_dim]`` in
@@ -143,9 +152,13 @@ class GRUPolicy:
         else:
             a = torch.nn.functional.one_hot(prev_action.clamp(min=0), self.head_size).float()
             a = a * (prev_action >= 0).unsqueeze(-1).float()
-        return torch.cat(
-            [obs.float(), a, prev_reward.float().unsqueeze(-1), done.float().unsqueeze(-1)], -1
-        )
+        parts = [obs.float(), a, prev_reward.float().unsqueeze(-1), done.float().unsqueeze(-1)]
+        if self.time_inputs:
+            if time is None:
+                raise ValueError("this policy has time_inputs; pass time=(episode, trial)")
+            parts.append(torch.tensor(time, dtype=torch.float32, device=obs.device)
+                         .expand(*obs.shape[:-1], 2))
+        return torch.cat(parts, -1)
 
     def unroll(
         self, params: dict[str, torch.Tensor], x: torch.Tensor, h0: torch.Tensor

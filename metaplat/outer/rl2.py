@@ -17,7 +17,8 @@ a diagonal Gaussian with learned log-std for continuous ones (point_nav; see
 :mod:`metaplat.nn.recurrent` for its units and clipping).
 
 Deviations from the paper: PPO instead of TRPO (as in public reproductions); the GRU
-reads the raw concatenated input instead of an embedding layer.
+reads the raw concatenated input instead of an embedding layer; optionally
+(``time_inputs``) the input also carries the step within the episode and the trial.
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ class RL2Config:
     """Meta-val/test tasks per evaluation when ``num_tasks`` is not given."""
     device: str = "cpu"
     """Learner device (workers use their own)."""
+    time_inputs: bool = False
+    """Also feed the policy the step within the episode and the trial, as fractions (not
+    in the paper; see :class:`GRUPolicy`)."""
 
     def __post_init__(self) -> None:
         positive = ("episodes_per_trial", "tasks_per_iteration", "hidden_size", "epochs",
@@ -118,11 +122,13 @@ class RL2State:
 # -- the policy as a TrialPolicy ---------------------------------------------------------
 @dataclasses.dataclass
 class RL2Hidden:
-    """Per-trial state: GRU hidden ``h [B, H]``, sampling keys ``[B]``, step counter."""
+    """Per-trial state: GRU hidden ``h [B, H]``, sampling keys ``[B]``, step counter and
+    the env's episode length."""
 
     h: torch.Tensor
     keys: torch.Tensor
     step: int = 0
+    horizon: int = 1
 
 
 @dataclasses.dataclass
@@ -132,25 +138,31 @@ class RL2Policy:
     layout; ``greedy`` takes the mode (argmax, or the Gaussian mean) instead. Continuous
     samples are clipped to the env's box to step it. Extras: ``x`` (inputs), ``sample``
     (the unclipped draw that ``logp`` scores; the action itself when discrete), ``logp``,
-    ``value``."""
+    ``value``. ``episodes`` (the trial length in episodes) scales the trial-progress input
+    of a policy with ``time_inputs``."""
 
     net: GRUPolicy
     params: Params
     greedy: bool = False
     value_scale: float = 1.0
+    episodes: int = 1
 
     def to(self, device: torch.device | str) -> RL2Policy:
         params = {k: v.to(device) for k, v in self.params.items()}
-        return RL2Policy(self.net, params, self.greedy, self.value_scale)
+        return dataclasses.replace(self, params=params)
 
     def initial_state(self, env: Any, keys: torch.Tensor) -> RL2Hidden:
-        expected = GRUPolicy.for_env(env, self.net.hidden_size)
+        expected = GRUPolicy.for_env(env, self.net.hidden_size, self.net.time_inputs)
         if expected != self.net:
             raise ValueError(f"policy {self.net} does not fit the env, which needs {expected}")
-        return RL2Hidden(self.net.initial_hidden(env.num_envs, env.device), keys)
+        return RL2Hidden(self.net.initial_hidden(env.num_envs, env.device), keys,
+                         horizon=int(env.max_episode_steps))
 
     def __call__(self, state: RL2Hidden, inp: StepInput) -> tuple[torch.Tensor, Any, dict]:
-        x = self.net.inputs(inp.obs, inp.prev_action, inp.prev_reward, inp.done)
+        time = None
+        if self.net.time_inputs:
+            time = (inp.t / state.horizon, state.step / (state.horizon * max(1, self.episodes)))
+        x = self.net.inputs(inp.obs, inp.prev_action, inp.prev_reward, inp.done, time)
         with torch.no_grad():
             heads, value, h = self.net.unroll(self.params, x.unsqueeze(0), state.h)
         head = heads[0]
@@ -160,7 +172,8 @@ class RL2Policy:
             sample = self.net.sample(self.params, head, state.keys, state.step)
         logp, _ = self.net.log_prob_entropy(self.params, head, sample)
         extras = {"x": x, "sample": sample, "logp": logp, "value": value[0] * self.value_scale}
-        return self.net.env_action(sample), RL2Hidden(h, state.keys, state.step + 1), extras
+        new = RL2Hidden(h, state.keys, state.step + 1, state.horizon)
+        return self.net.env_action(sample), new, extras
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,7 +218,7 @@ class RL2(OuterLoop[RL2Config, RL2State]):
                 "(use metaplat.outer.rl2_rllib)"
             )
         probe = family.build_batched(family.sample(task_rng(seed), "train", 1))
-        self.net = GRUPolicy.for_env(probe, config.hidden_size)
+        self.net = GRUPolicy.for_env(probe, config.hidden_size, config.time_inputs)
         self.device = torch.device(config.device)
 
     def init(self) -> RL2State:
@@ -215,7 +228,8 @@ class RL2(OuterLoop[RL2Config, RL2State]):
 
     def policy(self, state: RL2State, greedy: bool = False) -> RL2Policy:
         params = {k: v.detach().cpu() for k, v in state.params.items()}
-        return RL2Policy(self.net, params, greedy, state.value_scale)
+        return RL2Policy(self.net, params, greedy, state.value_scale,
+                         self.config.episodes_per_trial)
 
     def step(self, state: RL2State) -> tuple[RL2State, Metrics]:
         cfg, it = self.config, state.iteration
