@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from typing import Any
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch

@@ -40,30 +40,46 @@ def rl2_setting(kind: str, n: int, k: int = 0) -> RL2Setting:
     """The RL² configuration used per cell (small enough for a CPU budget)."""
     if kind == "bandit":
         tasks = 512 if n <= 10 else 128
-        cfg = RL2Config(episodes_per_trial=n, tasks_per_iteration=tasks, hidden_size=128,
-                        learning_rate=1e-3, epochs=4, minibatches=4)
+        cfg = RL2Config(
+            episodes_per_trial=n,
+            tasks_per_iteration=tasks,
+            hidden_size=128,
+            learning_rate=1e-3,
+            epochs=4,
+            minibatches=4,
+        )
         return RL2Setting("bandit", {"num_arms": k}, n, cfg)
     # MDPs: GAE lambda 0.95 (0.3 let the policy's entropy collapse before the return rose)
     # and the step-in-episode/trial inputs (which the value head needs for 100-step trials);
     # a checkpoint without those inputs resumes with zero weights on them.
-    cfg = RL2Config(episodes_per_trial=n, tasks_per_iteration=256, hidden_size=128,
-                    learning_rate=1e-3, epochs=4, minibatches=4, gae_lambda=0.95,
-                    time_inputs=True)
+    cfg = RL2Config(
+        episodes_per_trial=n,
+        tasks_per_iteration=256,
+        hidden_size=128,
+        learning_rate=1e-3,
+        epochs=4,
+        minibatches=4,
+        gae_lambda=0.95,
+        time_inputs=True,
+    )
     return RL2Setting("tabular_mdp", {}, n, cfg)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument(
+        "--bandits",
+        default="10x5,10x10,10x50,100x5,100x10,100x50,500x5,500x10,500x50",
+        help="n x k settings of Table 1 (empty: none)",
     )
-    p.add_argument("--bandits", default="10x5,10x10,10x50,100x5,100x10,100x50,500x5,500x10,500x50",
-                   help="n x k settings of Table 1 (empty: none)")
     p.add_argument("--mdp", default="10,25,50,75,100", help="n settings of Table 2 (empty: none)")
     p.add_argument("--tasks", type=int, default=1000, help="meta-test tasks per cell")
     p.add_argument("--tune-tasks", type=int, default=300, help="meta-val tasks for tuning")
     p.add_argument("--train", default="", help="RL² cells to train now, e.g. b10x5,b100x5,m10")
     p.add_argument("--budget", type=float, default=0.0, help="training seconds per trained cell")
-    p.add_argument("--ckpt-dir", type=Path, default=Path("~/metaplat_results/rl2_table").expanduser())
+    p.add_argument(
+        "--ckpt-dir", type=Path, default=Path("~/metaplat_results/rl2_table").expanduser()
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -75,37 +91,67 @@ def main() -> None:
         path = args.ckpt_dir / f"{setting.tag}.pt"
         if tag not in train and not path.exists():
             return None
-        algo, state, facts = train_rl2(setting, args.budget if tag in train else 0.0,
-                                       args.seed, args.ckpt_dir)
+        algo, state, facts = train_rl2(
+            setting, args.budget if tag in train else 0.0, args.seed, args.ckpt_dir
+        )
         mean, half = score_rl2(algo, state, args.tasks, args.seed)
-        note = (f"{facts['train_s'] / 60:.1f} min, {facts['iterations']} it, "
-                f"{facts['env_steps'] / 1e6:.2f}M steps")
+        note = (
+            f"{facts['train_s'] / 60:.1f} min, {facts['iterations']} it, "
+            f"{facts['env_steps'] / 1e6:.2f}M steps"
+        )
         return mean, half, note
 
     if args.bandits:
         rows, paper = {}, {}
         for item in args.bandits.split(","):
             n, k = map(int, item.split("x"))
-            cells = dict(score_baselines("bandit", {"num_arms": k}, n, bandit_candidates(n),
-                                         args.tasks, args.tune_tasks, args.seed))
+            cells = dict(
+                score_baselines(
+                    "bandit",
+                    {"num_arms": k},
+                    n,
+                    bandit_candidates(n),
+                    args.tasks,
+                    args.tune_tasks,
+                    args.seed,
+                )
+            )
             cells["rl2"] = rl2_cell(f"b{n}x{k}", rl2_setting("bandit", n, k))
             row = f"n={n},k={k}"
             rows[row], paper[row] = cells, PAPER_BANDITS[(n, k)]
-        print(format_table("Table 1: bandits, total reward per trial, ours ± 95% CI [paper]",
-                           BANDIT_METHODS, rows, paper))
+        print(
+            format_table(
+                "Table 1: bandits, total reward per trial, ours ± 95% CI [paper]",
+                BANDIT_METHODS,
+                rows,
+                paper,
+            )
+        )
         print()
     if args.mdp:
         rows, paper = {}, {}
         for item in args.mdp.split(","):
             n = int(item)
-            cells = dict(score_baselines("tabular_mdp", {}, n, mdp_candidates(), args.tasks,
-                                         args.tune_tasks, args.seed))
+            cells = dict(
+                score_baselines(
+                    "tabular_mdp", {}, n, mdp_candidates(), args.tasks, args.tune_tasks, args.seed
+                )
+            )
             cells["rl2"] = rl2_cell(f"m{n}", rl2_setting("mdp", n))
             rows[f"n={n}"], paper[f"n={n}"] = cells, PAPER_MDP[n]
-        print(format_table("Table 2: tabular MDPs (|S|=10, |A|=5, H=10), total reward per "
-                           "trial, ours ± 95% CI [paper]", MDP_METHODS, rows, paper))
-    print(f"\n(one run, seed {args.seed}, {time.perf_counter() - t0:.0f} s; "
-          f"baselines tuned on {args.tune_tasks} meta-val tasks)")
+        print(
+            format_table(
+                "Table 2: tabular MDPs (|S|=10, |A|=5, H=10), total reward per "
+                "trial, ours ± 95% CI [paper]",
+                MDP_METHODS,
+                rows,
+                paper,
+            )
+        )
+    print(
+        f"\n(one run, seed {args.seed}, {time.perf_counter() - t0:.0f} s; "
+        f"baselines tuned on {args.tune_tasks} meta-val tasks)"
+    )
 
 
 if __name__ == "__main__":

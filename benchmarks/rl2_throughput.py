@@ -58,22 +58,31 @@ def main() -> None:
 
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             object_store_memory=256 * 1024**2)
+    ray.init(
+        num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=256 * 1024**2
+    )
     try:
         try:
             from metaplat.workers.ray_pool import RayPool  # type: ignore[import-not-found]
 
             def make_pool(n: int) -> Any:
                 return RayPool(num_workers=n, num_cpus=1)
+
             pool_kind = "RayPool"
         except ImportError:
+
             def make_pool(n: int) -> Any:
                 return LocalPool(n)
+
             pool_kind = "LocalPool (no RayPool on this branch: sharding only, one process)"
 
-        cfg = RL2Config(episodes_per_trial=args.n, tasks_per_iteration=args.tasks,
-                        hidden_size=args.hidden, epochs=4, minibatches=4)
+        cfg = RL2Config(
+            episodes_per_trial=args.n,
+            tasks_per_iteration=args.tasks,
+            hidden_size=args.hidden,
+            epochs=4,
+            minibatches=4,
+        )
         for workers in (1, 2):
             pool = make_pool(workers)
             algo = RL2(cfg, family, pool, seed=0)
@@ -85,10 +94,16 @@ def main() -> None:
         if not args.skip_rllib:
             from metaplat.outer.rl2_rllib import RL2RLlib, RL2RLlibConfig
 
-            rcfg = RL2RLlibConfig(episodes_per_trial=args.n, train_batch_size=steps_per_update,
-                                  minibatch_size=steps_per_update // 4, num_epochs=4,
-                                  lstm_cell_size=args.hidden, num_env_runners=0,
-                                  num_envs_per_env_runner=8, max_seq_len=args.n)
+            rcfg = RL2RLlibConfig(
+                episodes_per_trial=args.n,
+                train_batch_size=steps_per_update,
+                minibatch_size=steps_per_update // 4,
+                num_epochs=4,
+                lstm_cell_size=args.hidden,
+                num_env_runners=0,
+                num_envs_per_env_runner=8,
+                max_seq_len=args.n,
+            )
             ralgo = RL2RLlib(rcfg, family, LocalPool(1), seed=0)
             rates, _ = _rates(ralgo.step, ralgo.init(), args.iterations)
             ralgo.close()
@@ -96,9 +111,11 @@ def main() -> None:
     finally:
         ray.shutdown()
 
-    print(f"RL² training throughput, bandit k={args.arms}, n={args.n}, {args.tasks} trials "
-          f"({steps_per_update} env steps) per update, width {args.hidden}, 4 PPO epochs; "
-          f"median of {args.iterations} iterations")
+    print(
+        f"RL² training throughput, bandit k={args.arms}, n={args.n}, {args.tasks} trials "
+        f"({steps_per_update} env steps) per update, width {args.hidden}, 4 PPO epochs; "
+        f"median of {args.iterations} iterations"
+    )
     print(f"native rollout pool: {pool_kind}")
     base = results.get("RLlib PPO+LSTM (local sampling)")
     for name, rate in results.items():
@@ -107,8 +124,10 @@ def main() -> None:
     for name, rate in rollout_only.items():
         print(f"  ({name}: rollout alone {rate:,.0f} env steps/s; the PPO update dominates)")
     if base:
-        print(f"target: native >= 100x RLlib -> "
-              f"{'met' if results['native, 1 worker(s)'] >= 100 * base else 'NOT met'}")
+        print(
+            f"target: native >= 100x RLlib -> "
+            f"{'met' if results['native, 1 worker(s)'] >= 100 * base else 'NOT met'}"
+        )
 
 
 if __name__ == "__main__":

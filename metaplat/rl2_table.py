@@ -28,8 +28,7 @@ from metaplat.workers.base import LocalPool
 log = logging.getLogger(__name__)
 
 BANDIT_METHODS = ("random", "gittins", "ts", "ots", "ucb1", "eps-greedy", "greedy", "rl2")
-MDP_METHODS = ("random", "psrl", "opsrl", "ucrl2", "beb", "eps-greedy", "greedy", "rl2",
-               "oracle")
+MDP_METHODS = ("random", "psrl", "opsrl", "ucrl2", "beb", "eps-greedy", "greedy", "rl2", "oracle")
 
 # Duan et al. 2016, Table 1 (as copied in public reproductions; see REFERENCES.md).
 PAPER_BANDITS: dict[tuple[int, int], tuple[float, ...]] = {
@@ -91,9 +90,14 @@ def mdp_candidates() -> Candidates:
 
 
 def score_baselines(
-    family_name: str, config: dict[str, Any], episodes: int,
+    family_name: str,
+    config: dict[str, Any],
+    episodes: int,
     candidates: Candidates,
-    num_tasks: int, tune_tasks: int, seed: int, split: Split = "test",
+    num_tasks: int,
+    tune_tasks: int,
+    seed: int,
+    split: Split = "test",
 ) -> dict[str, Cell]:
     """Tune each method's grid on ``tune_tasks`` meta-val tasks, score the best on
     ``num_tasks`` tasks of ``split`` (the same tasks RL² is scored on: meta-test for the
@@ -105,8 +109,9 @@ def score_baselines(
     for name, grid in candidates.items():
         best = grid[0]
         if len(grid) > 1:
-            scores = [evaluate_policy(make(), val, episodes, seed + 1).mean().item()
-                      for _, make in grid]
+            scores = [
+                evaluate_policy(make(), val, episodes, seed + 1).mean().item() for _, make in grid
+            ]
             best = grid[max(range(len(grid)), key=scores.__getitem__)]
         ret = evaluate_policy(best[1](), test, episodes, seed + 2)
         out[name] = (*mean_ci95(ret.numpy()), best[0])
@@ -128,8 +133,12 @@ class RL2Setting:
         return f"rl2_{self.family}_{cfg}_n{self.episodes}"
 
 
-def train_rl2(setting: RL2Setting, budget_s: float, seed: int, ckpt_dir: Path | None,
-              ) -> tuple[RL2, Any, dict[str, Any]]:
+def train_rl2(
+    setting: RL2Setting,
+    budget_s: float,
+    seed: int,
+    ckpt_dir: Path | None,
+) -> tuple[RL2, Any, dict[str, Any]]:
     """Train RL² for ``budget_s`` seconds of wall clock (or resume/finish from a
     checkpoint in ``ckpt_dir``), keeping the parameters with the best meta-val return
     (the public reproduction also reports peak performance); returns the algorithm,
@@ -151,8 +160,13 @@ def train_rl2(setting: RL2Setting, budget_s: float, seed: int, ckpt_dir: Path | 
         state, metrics = algo.step(state)
         if state.iteration % eval_every == 0:
             val = algo.evaluate(state, "val", 500)["val/trial_return"]
-            log.info("%s it %d train %.2f val %.2f", setting.tag, state.iteration,
-                     metrics["train/trial_return"], val)
+            log.info(
+                "%s it %d train %.2f val %.2f",
+                setting.tag,
+                state.iteration,
+                metrics["train/trial_return"],
+                val,
+            )
             if facts["best_val"] is None or val > facts["best_val"]:
                 facts["best_val"], best = val, state
     facts["train_s"] += time.perf_counter() - start
@@ -161,8 +175,9 @@ def train_rl2(setting: RL2Setting, budget_s: float, seed: int, ckpt_dir: Path | 
         best = state
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"state": algo.state_dict(state), "best": algo.state_dict(best),
-                    "facts": facts}, path)
+        torch.save(
+            {"state": algo.state_dict(state), "best": algo.state_dict(best), "facts": facts}, path
+        )
     return algo, best, facts
 
 
@@ -190,8 +205,12 @@ def score_rl2(algo: RL2, state: Any, num_tasks: int, seed: int) -> tuple[float, 
     return mean_ci95(ret.numpy())
 
 
-def format_table(title: str, methods: Sequence[str], rows: dict[str, dict[str, Cell | None]],
-                 paper: dict[str, Sequence[float]]) -> str:
+def format_table(
+    title: str,
+    methods: Sequence[str],
+    rows: dict[str, dict[str, Cell | None]],
+    paper: dict[str, Sequence[float]],
+) -> str:
     """One table: rows are settings, columns methods; cells ``mean ± ci [paper]``."""
     width = 22
     lines = [title, "setting".ljust(12) + "".join(m.rjust(width) for m in methods)]
@@ -217,14 +236,22 @@ BASELINE_FAMILIES: dict[str, Callable[[int], Candidates]] = {
 }
 
 
-def baseline_levels(family_name: str, config: dict[str, Any], episodes: int, seed: int,
-                    num_tasks: int = 500, tune_tasks: int = 100) -> dict[str, Cell]:
+def baseline_levels(
+    family_name: str,
+    config: dict[str, Any],
+    episodes: int,
+    seed: int,
+    num_tasks: int = 500,
+    tune_tasks: int = 100,
+) -> dict[str, Cell]:
     """Every baseline's mean trial return on the meta-val tasks an RL² run with ``seed``
     evaluates on (``val/trial_return``): the levels its learning curve is read against."""
     if family_name not in BASELINE_FAMILIES:
-        raise ValueError(f"no baselines for family {family_name!r}; "
-                         f"families with baselines: {', '.join(BASELINE_FAMILIES)}")
+        raise ValueError(
+            f"no baselines for family {family_name!r}; "
+            f"families with baselines: {', '.join(BASELINE_FAMILIES)}"
+        )
     candidates = BASELINE_FAMILIES[family_name](episodes)
-    return score_baselines(family_name, config, episodes, candidates, num_tasks, tune_tasks,
-                           seed, split="val")
-
+    return score_baselines(
+        family_name, config, episodes, candidates, num_tasks, tune_tasks, seed, split="val"
+    )

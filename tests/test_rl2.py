@@ -117,8 +117,14 @@ def test_ppo_loss_clips_like_the_paper() -> None:
 
 
 def _algo(workers: int, seed: int = 0) -> RL2:
-    cfg = RL2Config(episodes_per_trial=4, tasks_per_iteration=12, hidden_size=16, epochs=2,
-                    minibatches=3, eval_tasks=20)
+    cfg = RL2Config(
+        episodes_per_trial=4,
+        tasks_per_iteration=12,
+        hidden_size=16,
+        epochs=2,
+        minibatches=3,
+        eval_tasks=20,
+    )
     return RL2(cfg, make_family("bandit", {"num_arms": 3}), LocalPool(workers), seed)
 
 
@@ -137,7 +143,9 @@ def test_rl2_step_reproduces_and_does_not_depend_on_sharding() -> None:
     assert m0["train/trial_return"] == m1["train/trial_return"] == m2["train/trial_return"]
     assert e0 == e2 and e0["val/trial_return"] == e1["val/trial_return"]
     assert m0["train/env_steps"] == 2 * 4 * 12 and set(e0) == {
-        "val/trial_return", "val/trial_return_ci95"}
+        "val/trial_return",
+        "val/trial_return_ci95",
+    }
     other = _algo(1, seed=1)
     assert not torch.equal(other.init().params["pi.weight"], s0.params["pi.weight"])
 
@@ -149,10 +157,15 @@ def test_state_dict_round_trips_through_torch_save_weights_only() -> None:
     torch.save(algo.state_dict(state), buf)
     buf.seek(0)
     again = algo.load_state_dict(torch.load(buf, weights_only=True))
-    assert again.iteration == 1 and all(torch.equal(again.params[k], state.params[k])
-                                        for k in state.params)
-    ret = evaluate_policy(algo.policy(again), make_family("bandit", {"num_arms": 3}).sample(
-        np.random.default_rng(0), "test", 5), 4, seed=0)
+    assert again.iteration == 1 and all(
+        torch.equal(again.params[k], state.params[k]) for k in state.params
+    )
+    ret = evaluate_policy(
+        algo.policy(again),
+        make_family("bandit", {"num_arms": 3}).sample(np.random.default_rng(0), "test", 5),
+        4,
+        seed=0,
+    )
     assert ret.shape == (5,) and bool(((ret >= 0) & (ret <= 4)).all())
 
 
@@ -161,10 +174,27 @@ def test_time_inputs_feed_step_fractions_and_widening_keeps_the_policy() -> None
 
     fam = make_family("tabular_mdp", {"num_states": 4, "num_actions": 3, "horizon": 3})
     specs = fam.sample(np.random.default_rng(0), "train", 6)
-    plain = RL2(RL2Config(episodes_per_trial=2, tasks_per_iteration=6, hidden_size=8,
-                          minibatches=2, epochs=1), fam, LocalPool(1), 0)
-    timed = RL2(RL2Config(episodes_per_trial=2, tasks_per_iteration=6, hidden_size=8,
-                          minibatches=2, epochs=1, time_inputs=True), fam, LocalPool(1), 0)
+    plain = RL2(
+        RL2Config(
+            episodes_per_trial=2, tasks_per_iteration=6, hidden_size=8, minibatches=2, epochs=1
+        ),
+        fam,
+        LocalPool(1),
+        0,
+    )
+    timed = RL2(
+        RL2Config(
+            episodes_per_trial=2,
+            tasks_per_iteration=6,
+            hidden_size=8,
+            minibatches=2,
+            epochs=1,
+            time_inputs=True,
+        ),
+        fam,
+        LocalPool(1),
+        0,
+    )
     assert timed.net.input_size == plain.net.input_size + 2
     seen: list[torch.Tensor] = []
     policy = timed.policy(timed.init())
@@ -177,7 +207,8 @@ def test_time_inputs_feed_step_fractions_and_widening_keeps_the_policy() -> None
     run_trials(_Wrap(record, policy), fam.build_batched(specs), episodes=2, seed=0)
     expected = [(t / 3, (3 * e + t) / 6) for e in range(2) for t in range(3)]
     assert [tuple(round(v, 6) for v in x.tolist()) for x in seen] == [
-        tuple(round(v, 6) for v in e) for e in expected]
+        tuple(round(v, 6) for v in e) for e in expected
+    ]
     # A checkpoint without the time inputs resumes as the same policy (zero new weights).
     state, _ = plain.step(plain.init())
     widened = timed.load_state_dict(widen_inputs(plain.state_dict(state), timed.net.input_size))
@@ -185,8 +216,12 @@ def test_time_inputs_feed_step_fractions_and_widening_keeps_the_policy() -> None
     r_timed = evaluate_policy(timed.policy(widened), specs, 2, seed=1)
     assert torch.allclose(r_plain, r_timed)
     with pytest.raises(ValueError, match="time_inputs"):
-        timed.net.inputs(torch.zeros(2, 4), torch.zeros(2, dtype=torch.int64), torch.zeros(2),
-                         torch.zeros(2, dtype=torch.bool))
+        timed.net.inputs(
+            torch.zeros(2, 4),
+            torch.zeros(2, dtype=torch.int64),
+            torch.zeros(2),
+            torch.zeros(2, dtype=torch.bool),
+        )
 
 
 class _Wrap:
@@ -218,8 +253,11 @@ def test_rl2_rollout_on_cuda_matches_cpu() -> None:
     fam = make_family("tabular_mdp")
     specs = fam.sample(np.random.default_rng(0), "train", 64)
     net = GRUPolicy(10, 5, 32)
-    payload = {"policy": RL2Policy(net, net.init_params(0)), "seed": 3,
-               "index": {s.seed: i for i, s in enumerate(specs)}}
+    payload = {
+        "policy": RL2Policy(net, net.init_params(0)),
+        "seed": 3,
+        "index": {s.seed: i for i, s in enumerate(specs)},
+    }
     cpu = RL2RolloutJob(3)(payload, specs, torch.device("cpu"))
     gpu = RL2RolloutJob(3)(payload, specs, torch.device("cuda"))
     # Same noise and sampling uniforms; actions agree unless a logit differs in the last bits.
@@ -227,8 +265,9 @@ def test_rl2_rollout_on_cuda_matches_cpu() -> None:
     assert agree > 0.99
 
 
-@pytest.mark.parametrize("name", ["rl2_bandits", "rl2_mdp", "rl2_point_nav",
-                                  "rl2_point_nav_rllib", "rl2_cartpole_rllib"])
+@pytest.mark.parametrize(
+    "name", ["rl2_bandits", "rl2_mdp", "rl2_point_nav", "rl2_point_nav_rllib", "rl2_cartpole_rllib"]
+)
 def test_tune_specs_build_their_method_configs(name: str) -> None:
     from pathlib import Path
 

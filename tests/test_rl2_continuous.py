@@ -32,8 +32,13 @@ def test_gaussian_log_prob_and_entropy_match_torch_normal() -> None:
     assert torch.allclose(logp, ref.log_prob(x).sum(-1), atol=1e-6)
     assert torch.allclose(ent, ref.entropy().sum(-1), atol=1e-6)
     # By hand, first row: sum of -(x-m)^2 / (2 s^2) - log s - log(2 pi) / 2.
-    hand = (-(0.2**2) / (2 * 0.25) - math.log(0.5) - (0.7**2) / (2 * 4.0) - math.log(2.0)
-            - math.log(2 * math.pi))
+    hand = (
+        -(0.2**2) / (2 * 0.25)
+        - math.log(0.5)
+        - (0.7**2) / (2 * 4.0)
+        - math.log(2.0)
+        - math.log(2 * math.pi)
+    )
     assert logp[0].item() == pytest.approx(hand, abs=1e-6)
 
 
@@ -46,8 +51,9 @@ def test_head_is_picked_from_the_env_and_clips_only_the_executed_action() -> Non
     params = net.init_params(0)
     assert torch.equal(params["log_std"], torch.zeros(2))
     disc = make_family("bandit", {"num_arms": 3})
-    assert not GRUPolicy.for_env(disc.build_batched(disc.sample(
-        np.random.default_rng(0), "train", 2)), 8).continuous
+    assert not GRUPolicy.for_env(
+        disc.build_batched(disc.sample(np.random.default_rng(0), "train", 2)), 8
+    ).continuous
     # A wide Gaussian: samples leave the box, the env gets them clipped, logp scores the raw.
     params["log_std"] = torch.full((2,), math.log(5.0))
     policy = RL2Policy(net, params)
@@ -74,8 +80,9 @@ def test_gaussian_ppo_gradient_reaches_the_log_std() -> None:
     old, _ = gaussian_logp_entropy(mean.detach(), log_std.detach(), x)
     logp, ent = gaussian_logp_entropy(mean, log_std, x)
     adv = torch.tensor([1.0, -1.0, 1.0])
-    loss, info = clipped_ppo_loss(logp, ent, torch.zeros(3), old, adv, torch.zeros(3),
-                                  0.2, 0.0, 0.01)
+    loss, info = clipped_ppo_loss(
+        logp, ent, torch.zeros(3), old, adv, torch.zeros(3), 0.2, 0.0, 0.01
+    )
     assert loss.item() == pytest.approx(-adv.mean().item() - 0.01 * ent.mean().item())
     assert info["clip_frac"].item() == 0.0
     g_mean, g_std = torch.autograd.grad(loss, [mean, log_std])
@@ -117,8 +124,14 @@ def test_hidden_state_carries_across_episodes_and_resets_between_trials() -> Non
 
 
 def _algo(workers: int) -> RL2:
-    cfg = RL2Config(episodes_per_trial=2, tasks_per_iteration=12, hidden_size=16, epochs=2,
-                    minibatches=3, eval_tasks=20)
+    cfg = RL2Config(
+        episodes_per_trial=2,
+        tasks_per_iteration=12,
+        hidden_size=16,
+        epochs=2,
+        minibatches=3,
+        eval_tasks=20,
+    )
     return RL2(cfg, _family(horizon=5), LocalPool(workers), seed=0)
 
 

@@ -20,8 +20,14 @@ log = logging.getLogger(__name__)
 @pytest.mark.slow
 def test_rl2_beats_random_on_two_armed_bandits() -> None:
     # Random scores 5.0 per 10-pull trial; knowing the best arm gives 6.67 in expectation.
-    cfg = RL2Config(episodes_per_trial=10, tasks_per_iteration=256, hidden_size=64,
-                    epochs=4, minibatches=4, eval_tasks=1000)
+    cfg = RL2Config(
+        episodes_per_trial=10,
+        tasks_per_iteration=256,
+        hidden_size=64,
+        epochs=4,
+        minibatches=4,
+        eval_tasks=1000,
+    )
     algo = RL2(cfg, make_family("bandit", {"num_arms": 2}), LocalPool(2), seed=0)
     state = algo.init()
     before = algo.evaluate(state, "test")
@@ -35,8 +41,14 @@ def test_rl2_beats_random_on_two_armed_bandits() -> None:
 
 @pytest.mark.slow
 def test_rl2_beats_random_on_small_mdps() -> None:
-    cfg = RL2Config(episodes_per_trial=2, tasks_per_iteration=256, hidden_size=64,
-                    epochs=4, minibatches=4, eval_tasks=500)
+    cfg = RL2Config(
+        episodes_per_trial=2,
+        tasks_per_iteration=256,
+        hidden_size=64,
+        epochs=4,
+        minibatches=4,
+        eval_tasks=500,
+    )
     fam = make_family("tabular_mdp", {"num_states": 3, "num_actions": 2, "horizon": 5})
     algo = RL2(cfg, fam, LocalPool(1), seed=0)
     state = algo.init()
@@ -45,7 +57,9 @@ def test_rl2_beats_random_on_small_mdps() -> None:
         state, _ = algo.step(state)
     after = algo.evaluate(state, "test")
     assert after["test/trial_return"] - after["test/trial_return_ci95"] > before + 0.5, (
-        before, after)
+        before,
+        after,
+    )
 
 
 @pytest.mark.slow
@@ -55,9 +69,16 @@ def test_rl2_learns_point_navigation() -> None:
     # sampling (the greedy mean policy: -9.5, it still explores with its noise), i.e. the
     # policy heads for the goal it infers from the rewards. Margin: 5 beyond both CIs.
     torch.set_num_threads(1)
-    cfg = RL2Config(episodes_per_trial=2, tasks_per_iteration=64, hidden_size=64,
-                    learning_rate=3e-3, gae_lambda=0.95, epochs=4, minibatches=4,
-                    eval_tasks=500)
+    cfg = RL2Config(
+        episodes_per_trial=2,
+        tasks_per_iteration=64,
+        hidden_size=64,
+        learning_rate=3e-3,
+        gae_lambda=0.95,
+        epochs=4,
+        minibatches=4,
+        eval_tasks=500,
+    )
     fam = make_family("point_nav", {"horizon": 20, "goal_tolerance": 0.0})
     algo = RL2(cfg, fam, LocalPool(1), seed=0)
     state = algo.init()
@@ -69,9 +90,16 @@ def test_rl2_learns_point_navigation() -> None:
     after = algo.evaluate(state, "test")
     specs = evaluation_specs(fam, "test", cfg.eval_tasks, seed=0)
     greedy = evaluate_policy(algo.policy(state, greedy=True), specs, 2, seed=0).mean().item()
-    log.info("point_nav RL²: before %.2f +- %.2f, after 150 iterations %.2f +- %.2f "
-             "(greedy %.2f) in %.0f s", before["test/trial_return"],
-             before["test/trial_return_ci95"], after["test/trial_return"],
-             after["test/trial_return_ci95"], greedy, seconds)
+    log.info(
+        "point_nav RL²: before %.2f +- %.2f, after 150 iterations %.2f +- %.2f "
+        "(greedy %.2f) in %.0f s",
+        before["test/trial_return"],
+        before["test/trial_return_ci95"],
+        after["test/trial_return"],
+        after["test/trial_return_ci95"],
+        greedy,
+        seconds,
+    )
     assert after["test/trial_return"] - after["test/trial_return_ci95"] > (
-        before["test/trial_return"] + before["test/trial_return_ci95"] + 5.0), (before, after)
+        before["test/trial_return"] + before["test/trial_return_ci95"] + 5.0
+    ), (before, after)

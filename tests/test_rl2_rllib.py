@@ -12,8 +12,14 @@ from metaplat.outer.rl2_rllib import TrialEnv, trial_observation
 
 
 def test_trial_env_runs_k_inner_episodes_as_one_episode() -> None:
-    env = TrialEnv({"family": "tabular_mdp", "family_config": {"num_states": 3, "horizon": 4},
-                    "episodes_per_trial": 3, "seed": 1})
+    env = TrialEnv(
+        {
+            "family": "tabular_mdp",
+            "family_config": {"num_states": 3, "horizon": 4},
+            "episodes_per_trial": 3,
+            "seed": 1,
+        }
+    )
     assert env.observation_space.shape == (3 + 5 + 2,)
     obs, _ = env.reset(seed=0)
     np.testing.assert_array_equal(obs, [1, 0, 0] + [0] * 5 + [0, 0])  # state 0, no prev
@@ -65,9 +71,15 @@ def test_rllib_recurrent_ppo_trains_one_iteration_and_scores_with_native_eval(
     from metaplat.tasks.registry import make_family
     from metaplat.workers.base import LocalPool
 
-    cfg = RL2RLlibConfig(episodes_per_trial=5, train_batch_size=200, minibatch_size=100,
-                         num_epochs=1, num_envs_per_env_runner=2, lstm_cell_size=16,
-                         eval_tasks=20)
+    cfg = RL2RLlibConfig(
+        episodes_per_trial=5,
+        train_batch_size=200,
+        minibatch_size=100,
+        num_epochs=1,
+        num_envs_per_env_runner=2,
+        lstm_cell_size=16,
+        eval_tasks=20,
+    )
     algo = RL2RLlib(cfg, make_family("bandit", {"num_arms": 3}), LocalPool(1), seed=0)
     try:
         state = algo.init()
@@ -89,9 +101,15 @@ def test_rllib_sequential_evaluation_agrees_with_batched_in_distribution(
     from metaplat.tasks.registry import make_family
     from metaplat.workers.base import LocalPool
 
-    cfg = RL2RLlibConfig(episodes_per_trial=4, train_batch_size=64, minibatch_size=32,
-                         num_epochs=1, num_envs_per_env_runner=1, lstm_cell_size=8,
-                         eval_tasks=200)
+    cfg = RL2RLlibConfig(
+        episodes_per_trial=4,
+        train_batch_size=64,
+        minibatch_size=32,
+        num_epochs=1,
+        num_envs_per_env_runner=1,
+        lstm_cell_size=8,
+        eval_tasks=200,
+    )
     fam = make_family("bandit", {"num_arms": 2})
     algo = RL2RLlib(cfg, fam, LocalPool(1), seed=0)
     try:

@@ -92,8 +92,9 @@ def ppo_loss(
     """:func:`clipped_ppo_loss` for a categorical policy: ``logits [..., A]``, int64
     ``actions [...]``."""
     logp, entropy = categorical_logp_entropy(logits, actions)
-    return clipped_ppo_loss(logp, entropy, values, old_logp, advantages, returns, clip,
-                            value_coef, entropy_coef)
+    return clipped_ppo_loss(
+        logp, entropy, values, old_logp, advantages, returns, clip, value_coef, entropy_coef
+    )
 
 
 def clipped_ppo_loss(

@@ -121,8 +121,14 @@ def run_trials(
                     "synchronous episodes (use the RLlib path for this family)"
                 )
             if record:
-                items = {"obs": obs, "prev_action": prev_action, "prev_reward": prev_reward,
-                         "done": done, "action": action, "reward": reward} | extras
+                items = {
+                    "obs": obs,
+                    "prev_action": prev_action,
+                    "prev_reward": prev_reward,
+                    "done": done,
+                    "action": action,
+                    "reward": reward,
+                } | extras
                 for k, v in items.items():
                     rec.setdefault(k, []).append(v)
             total = total + reward

@@ -75,11 +75,10 @@ class GRUPolicy:
         if env.num_actions is not None:
             return cls(env.obs_dim, env.num_actions, hidden_size, time_inputs=time_inputs)
         if getattr(env, "max_action", None) is None:
-            raise ValueError(
-                f"{type(env).__name__} has continuous actions but no max_action bound"
-            )
-        return cls(env.obs_dim, None, hidden_size, env.action_dim, float(env.max_action),
-                   time_inputs)
+            raise ValueError(f"{type(env).__name__} has continuous actions but no max_action bound")
+        return cls(
+            env.obs_dim, None, hidden_size, env.action_dim, float(env.max_action), time_inputs
+        )
 
     @property
     def continuous(self) -> bool:
@@ -156,8 +155,11 @@ class GRUPolicy:
         if self.time_inputs:
             if time is None:
                 raise ValueError("this policy has time_inputs; pass time=(episode, trial)")
-            parts.append(torch.tensor(time, dtype=torch.float32, device=obs.device)
-                         .expand(*obs.shape[:-1], 2))
+            parts.append(
+                torch.tensor(time, dtype=torch.float32, device=obs.device).expand(
+                    *obs.shape[:-1], 2
+                )
+            )
         return torch.cat(parts, -1)
 
     def unroll(
@@ -186,7 +188,10 @@ class GRUPolicy:
         return categorical_logp_entropy(head, sample)
 
     def sample(
-        self, params: dict[str, torch.Tensor], head: torch.Tensor, keys: torch.Tensor,
+        self,
+        params: dict[str, torch.Tensor],
+        head: torch.Tensor,
+        keys: torch.Tensor,
         counter: int,
     ) -> torch.Tensor:
         """One draw per row of ``head [B, head_size]`` from counter-based noise on ``keys

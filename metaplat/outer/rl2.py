@@ -84,8 +84,14 @@ class RL2Config:
     in the paper; see :class:`GRUPolicy`)."""
 
     def __post_init__(self) -> None:
-        positive = ("episodes_per_trial", "tasks_per_iteration", "hidden_size", "epochs",
-                    "minibatches", "eval_tasks")
+        positive = (
+            "episodes_per_trial",
+            "tasks_per_iteration",
+            "hidden_size",
+            "epochs",
+            "minibatches",
+            "eval_tasks",
+        )
         for f in positive:
             if int(getattr(self, f)) < 1:
                 raise ValueError(f"{f} must be >= 1, got {getattr(self, f)!r}")
@@ -155,8 +161,11 @@ class RL2Policy:
         expected = GRUPolicy.for_env(env, self.net.hidden_size, self.net.time_inputs)
         if expected != self.net:
             raise ValueError(f"policy {self.net} does not fit the env, which needs {expected}")
-        return RL2Hidden(self.net.initial_hidden(env.num_envs, env.device), keys,
-                         horizon=int(env.max_episode_steps))
+        return RL2Hidden(
+            self.net.initial_hidden(env.num_envs, env.device),
+            keys,
+            horizon=int(env.max_episode_steps),
+        )
 
     def __call__(self, state: RL2Hidden, inp: StepInput) -> tuple[torch.Tensor, Any, dict]:
         time = None
@@ -228,33 +237,45 @@ class RL2(OuterLoop[RL2Config, RL2State]):
 
     def policy(self, state: RL2State, greedy: bool = False) -> RL2Policy:
         params = {k: v.detach().cpu() for k, v in state.params.items()}
-        return RL2Policy(self.net, params, greedy, state.value_scale,
-                         self.config.episodes_per_trial)
+        return RL2Policy(
+            self.net, params, greedy, state.value_scale, self.config.episodes_per_trial
+        )
 
     def step(self, state: RL2State) -> tuple[RL2State, Metrics]:
         cfg, it = self.config, state.iteration
-        specs = self.family.sample(task_rng(self.seed, "train", it), "train",
-                                   cfg.tasks_per_iteration)
+        specs = self.family.sample(
+            task_rng(self.seed, "train", it), "train", cfg.tasks_per_iteration
+        )
         t0 = time.perf_counter()
-        payload = {"policy": self.policy(state), "seed": derive_seed(self.seed, "rollout", it),
-                   "index": {s.seed: i for i, s in enumerate(specs)}}
+        payload = {
+            "policy": self.policy(state),
+            "seed": derive_seed(self.seed, "rollout", it),
+            "index": {s.seed: i for i, s in enumerate(specs)},
+        }
         parts = self.pool.map(RL2RolloutJob(cfg.episodes_per_trial), payload, specs)
-        batch = {k: torch.cat([p[k] for p in parts], dim=1 if k != "returns" else 0)
-                 .to(self.device) for k in parts[0]}
+        batch = {
+            k: torch.cat([p[k] for p in parts], dim=1 if k != "returns" else 0).to(self.device)
+            for k in parts[0]
+        }
         t1 = time.perf_counter()
         state, info = self.update(state, batch, it)
         t2 = time.perf_counter()
         steps = int(batch["reward"].numel())
         mean, half = mean_ci95(batch["returns"].cpu().numpy())
-        metrics = {"train/trial_return": mean, "train/trial_return_ci95": half,
-                   "train/env_steps": float(state.env_steps + steps),
-                   "train/rollout_s": t1 - t0, "train/update_s": t2 - t1,
-                   "train/iteration": float(it + 1)} | {f"train/{k}": v for k, v in info.items()}
+        metrics = {
+            "train/trial_return": mean,
+            "train/trial_return_ci95": half,
+            "train/env_steps": float(state.env_steps + steps),
+            "train/rollout_s": t1 - t0,
+            "train/update_s": t2 - t1,
+            "train/iteration": float(it + 1),
+        } | {f"train/{k}": v for k, v in info.items()}
         state = dataclasses.replace(state, iteration=it + 1, env_steps=state.env_steps + steps)
         return state, metrics
 
-    def update(self, state: RL2State, batch: dict[str, torch.Tensor], it: int
-               ) -> tuple[RL2State, dict[str, float]]:
+    def update(
+        self, state: RL2State, batch: dict[str, torch.Tensor], it: int
+    ) -> tuple[RL2State, dict[str, float]]:
         """PPO epochs over the trials of ``batch`` (minibatches of whole trials)."""
         cfg = self.config
         t_len, b = batch["reward"].shape
@@ -265,8 +286,9 @@ class RL2(OuterLoop[RL2Config, RL2State]):
         # returns of tens to hundreds, and unscaled value gradients would swamp the policy
         # gradient under the global norm clip (the MDP setting did not learn without this).
         batch_scale = float(ret.std().clamp(min=1e-3))
-        v_scale = batch_scale if state.iteration == 0 else (
-            0.9 * state.value_scale + 0.1 * batch_scale)
+        v_scale = (
+            batch_scale if state.iteration == 0 else (0.9 * state.value_scale + 0.1 * batch_scale)
+        )
         ret_n = ret / v_scale
         gen = torch.Generator().manual_seed(derive_seed(self.seed, "minibatch", it))
         params = {k: v.detach().requires_grad_(True) for k, v in state.params.items()}
@@ -279,32 +301,57 @@ class RL2(OuterLoop[RL2Config, RL2State]):
                 a = adv[:, idx]
                 if a.numel() > 1:
                     a = (a - a.mean()) / (a.std() + 1e-8)
-                head, values, _ = self.net.unroll(params, batch["x"][:, idx],
-                                                  h0.expand(len(idx), -1))
+                head, values, _ = self.net.unroll(
+                    params, batch["x"][:, idx], h0.expand(len(idx), -1)
+                )
                 logp, entropy = self.net.log_prob_entropy(params, head, batch["action"][:, idx])
-                loss, info = clipped_ppo_loss(logp, entropy, values, batch["logp"][:, idx], a,
-                                              ret_n[:, idx], cfg.clip, cfg.value_coef,
-                                              cfg.entropy_coef)
+                loss, info = clipped_ppo_loss(
+                    logp,
+                    entropy,
+                    values,
+                    batch["logp"][:, idx],
+                    a,
+                    ret_n[:, idx],
+                    cfg.clip,
+                    cfg.value_coef,
+                    cfg.entropy_coef,
+                )
                 grads = torch.autograd.grad(loss, list(params.values()))
                 norm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
                 clip_scale = torch.clamp(cfg.max_grad_norm / (norm + 1e-6), max=1.0)
                 step += 1
-                new, m, v = _adam({k: p.detach() for k, p in params.items()},
-                                  {k: g * clip_scale for k, g in zip(params, grads)}, m, v, step,
-                                  cfg.learning_rate)
+                new, m, v = _adam(
+                    {k: p.detach() for k, p in params.items()},
+                    {k: g * clip_scale for k, g in zip(params, grads, strict=True)},
+                    m,
+                    v,
+                    step,
+                    cfg.learning_rate,
+                )
                 params = {k: p.requires_grad_(True) for k, p in new.items()}
                 for k, val in (info | {"grad_norm": norm}).items():
                     sums[k] = sums.get(k, 0.0) + float(val)
         n = cfg.epochs * cfg.minibatches
-        out = RL2State({k: p.detach() for k, p in params.items()}, m, v, step,
-                       state.iteration, state.env_steps, v_scale)
+        out = RL2State(
+            {k: p.detach() for k, p in params.items()},
+            m,
+            v,
+            step,
+            state.iteration,
+            state.env_steps,
+            v_scale,
+        )
         return out, {k: s / n for k, s in sums.items()} | {"value_scale": v_scale}
 
     def evaluate(self, state: RL2State, split: Split, num_tasks: int | None = None) -> Metrics:
-        specs = evaluation_specs(self.family, split, num_tasks or self.config.eval_tasks,
-                                 self.seed)
-        ret = evaluate_policy(self.policy(state), specs, self.config.episodes_per_trial,
-                              derive_seed(self.seed, "eval", split), self.pool)
+        specs = evaluation_specs(self.family, split, num_tasks or self.config.eval_tasks, self.seed)
+        ret = evaluate_policy(
+            self.policy(state),
+            specs,
+            self.config.episodes_per_trial,
+            derive_seed(self.seed, "eval", split),
+            self.pool,
+        )
         mean, half = mean_ci95(ret.numpy())
         return {f"{split}/trial_return": mean, f"{split}/trial_return_ci95": half}
 
@@ -327,8 +374,15 @@ def evaluation_specs(family: TaskFamily, split: Split, n: int, seed: int) -> lis
 
 
 def _adam(
-    params: Params, grads: Params, m: Params, v: Params, step: int, lr: float,
-    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+    params: Params,
+    grads: Params,
+    m: Params,
+    v: Params,
+    step: int,
+    lr: float,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
 ) -> tuple[Params, Params, Params]:
     """One Adam step (Kingma & Ba 2015) as a pure function of dicts."""
     m = {k: b1 * m[k] + (1 - b1) * g for k, g in grads.items()}
@@ -336,4 +390,3 @@ def _adam(
     c1, c2 = 1 - b1**step, 1 - b2**step
     new = {k: p - lr * (m[k] / c1) / (torch.sqrt(v[k] / c2) + eps) for k, p in params.items()}
     return new, m, v
-

@@ -30,8 +30,13 @@ from metaplat.tasks.base import RLFamily, Split, TaskFamily, TaskSpec
 from metaplat.workers.base import Pool
 
 
-def trial_observation(obs: np.ndarray, prev_action: Any, prev_reward: float, done: bool,
-                      action_space: spaces.Space[Any]) -> np.ndarray:
+def trial_observation(
+    obs: np.ndarray,
+    prev_action: Any,
+    prev_reward: float,
+    done: bool,
+    action_space: spaces.Space[Any],
+) -> np.ndarray:
     """``obs ⊕ prev action (one-hot if discrete; zeros at trial start) ⊕ reward ⊕ done``,
     the same layout as :meth:`metaplat.nn.recurrent.GRUPolicy.inputs`."""
     if isinstance(action_space, spaces.Discrete):
@@ -43,9 +48,7 @@ def trial_observation(obs: np.ndarray, prev_action: Any, prev_reward: float, don
         if prev_action is not None:
             a = np.asarray(prev_action, np.float32).reshape(-1)
     flat = np.asarray(obs, np.float32).reshape(-1)
-    return np.concatenate([flat, a, [np.float32(prev_reward), np.float32(done)]]).astype(
-        np.float32
-    )
+    return np.concatenate([flat, a, [np.float32(prev_reward), np.float32(done)]]).astype(np.float32)
 
 
 class TrialEnv(gym.Env[np.ndarray, Any]):
@@ -60,8 +63,9 @@ class TrialEnv(gym.Env[np.ndarray, Any]):
         from metaplat.tasks.registry import make_family
 
         cfg = dict(env_config or {})
-        self.family: TaskFamily = make_family(cfg.get("family", "bandit"),
-                                              cfg.get("family_config", {}))
+        self.family: TaskFamily = make_family(
+            cfg.get("family", "bandit"), cfg.get("family_config", {})
+        )
         self.episodes = int(cfg.get("episodes_per_trial", 10))
         if self.episodes < 1:
             raise ValueError(f"episodes_per_trial must be >= 1, got {self.episodes}")
@@ -91,8 +95,9 @@ class TrialEnv(gym.Env[np.ndarray, Any]):
     def _flat(self, obs: Any) -> np.ndarray:
         return spaces.flatten(self.inner_obs_space, obs).astype(np.float32)
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
-              ) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         if seed is not None:
             self._rng = np.random.default_rng(seed)
@@ -152,8 +157,16 @@ class RL2RLlibConfig:
     """Meta-val/test tasks per evaluation."""
 
     def __post_init__(self) -> None:
-        for f in ("episodes_per_trial", "train_batch_size", "minibatch_size", "num_epochs",
-                  "lstm_cell_size", "max_seq_len", "eval_tasks", "num_envs_per_env_runner"):
+        for f in (
+            "episodes_per_trial",
+            "train_batch_size",
+            "minibatch_size",
+            "num_epochs",
+            "lstm_cell_size",
+            "max_seq_len",
+            "eval_tasks",
+            "num_envs_per_env_runner",
+        ):
             if int(getattr(self, f)) < 1:
                 raise ValueError(f"{f} must be >= 1, got {getattr(self, f)!r}")
         if self.num_env_runners < 0:
@@ -174,21 +187,41 @@ def ppo_config(cfg: RL2RLlibConfig, family: TaskFamily, seed: int) -> Any:
     from ray.rllib.algorithms.ppo import PPOConfig
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
-    env_config = {"family": family.name, "family_config": family.config(),
-                  "episodes_per_trial": cfg.episodes_per_trial, "split": "train", "seed": seed}
+    env_config = {
+        "family": family.name,
+        "family_config": family.config(),
+        "episodes_per_trial": cfg.episodes_per_trial,
+        "split": "train",
+        "seed": seed,
+    }
     return (
         PPOConfig()
         .environment(TrialEnv, env_config=env_config)
-        .env_runners(num_env_runners=cfg.num_env_runners,
-                     num_envs_per_env_runner=cfg.num_envs_per_env_runner,
-                     rollout_fragment_length="auto")
-        .training(train_batch_size_per_learner=cfg.train_batch_size,
-                  minibatch_size=cfg.minibatch_size, num_epochs=cfg.num_epochs,
-                  lr=cfg.learning_rate, gamma=cfg.gamma, lambda_=cfg.gae_lambda,
-                  clip_param=cfg.clip, entropy_coeff=cfg.entropy_coef, vf_loss_coeff=0.5)
-        .rl_module(model_config=DefaultModelConfig(
-            use_lstm=True, lstm_cell_size=cfg.lstm_cell_size, max_seq_len=cfg.max_seq_len,
-            fcnet_hiddens=[cfg.lstm_cell_size], vf_share_layers=True))
+        .env_runners(
+            num_env_runners=cfg.num_env_runners,
+            num_envs_per_env_runner=cfg.num_envs_per_env_runner,
+            rollout_fragment_length="auto",
+        )
+        .training(
+            train_batch_size_per_learner=cfg.train_batch_size,
+            minibatch_size=cfg.minibatch_size,
+            num_epochs=cfg.num_epochs,
+            lr=cfg.learning_rate,
+            gamma=cfg.gamma,
+            lambda_=cfg.gae_lambda,
+            clip_param=cfg.clip,
+            entropy_coeff=cfg.entropy_coef,
+            vf_loss_coeff=0.5,
+        )
+        .rl_module(
+            model_config=DefaultModelConfig(
+                use_lstm=True,
+                lstm_cell_size=cfg.lstm_cell_size,
+                max_seq_len=cfg.max_seq_len,
+                fcnet_hiddens=[cfg.lstm_cell_size],
+                vf_share_layers=True,
+            )
+        )
         .debugging(seed=seed)
         .reporting(metrics_num_episodes_for_smoothing=20)
     )
@@ -206,8 +239,13 @@ class RLlibTrialPolicy:
         import tree  # dm-tree, an RLlib dependency
 
         state = tree.map_structure(
-            lambda v: torch.as_tensor(v).float().unsqueeze(0).expand(
-                env.num_envs, *np.shape(v)).contiguous(),
+            lambda v: (
+                torch.as_tensor(v)
+                .float()
+                .unsqueeze(0)
+                .expand(env.num_envs, *np.shape(v))
+                .contiguous()
+            ),
             self.module.get_initial_state(),
         )
         gen = torch.Generator().manual_seed(int(keys[0]) & 0x7FFFFFFFFFFFFFFF)
@@ -219,11 +257,19 @@ class RLlibTrialPolicy:
         n = int(self.action_space.n)  # type: ignore[attr-defined]
         a = torch.nn.functional.one_hot(inp.prev_action.clamp(min=0), n).float()
         a = a * (inp.prev_action >= 0).float().unsqueeze(-1)
-        obs = torch.cat([inp.obs.float().cpu(), a.cpu(), inp.prev_reward.float().cpu()[:, None],
-                         inp.done.float().cpu()[:, None]], -1)
+        obs = torch.cat(
+            [
+                inp.obs.float().cpu(),
+                a.cpu(),
+                inp.prev_reward.float().cpu()[:, None],
+                inp.done.float().cpu()[:, None],
+            ],
+            -1,
+        )
         with torch.no_grad():
             out = self.module.forward_inference(
-                {Columns.OBS: obs.unsqueeze(1), Columns.STATE_IN: state["lstm"]})
+                {Columns.OBS: obs.unsqueeze(1), Columns.STATE_IN: state["lstm"]}
+            )
         logits = out[Columns.ACTION_DIST_INPUTS][:, 0]
         if self.greedy:
             action = logits.argmax(-1)
@@ -276,24 +322,26 @@ class RL2RLlib(OuterLoop[RL2RLlibConfig, RL2RLlibState]):
         probe = TrialEnv({"family": self.family.name, "family_config": self.family.config()})
         return RLlibTrialPolicy(module, probe.action_space, greedy)
 
-    def evaluate(self, state: RL2RLlibState, split: Split, num_tasks: int | None = None
-                 ) -> Metrics:
+    def evaluate(self, state: RL2RLlibState, split: Split, num_tasks: int | None = None) -> Metrics:
         """Trial returns on the fixed evaluation tasks of ``split``: with the native path's
         batched evaluation (:func:`evaluate_policy`) for batchable discrete families, else
         one trial per task through :class:`TrialEnv` (CartPole: episodes end at different
         steps, so no batched env can hold them)."""
         from metaplat.outer.rl2 import evaluation_specs
 
-        specs = evaluation_specs(self.family, split, num_tasks or self.config.eval_tasks,
-                                 self.seed)
+        specs = evaluation_specs(self.family, split, num_tasks or self.config.eval_tasks, self.seed)
         seed = derive_seed(self.seed, "eval", split)
         probe = TrialEnv({"family": self.family.name, "family_config": self.family.config()})
-        batched = isinstance(self.family, RLFamily) and self.family.batchable and isinstance(
-            probe.action_space, spaces.Discrete)
+        batched = (
+            isinstance(self.family, RLFamily)
+            and self.family.batchable
+            and isinstance(probe.action_space, spaces.Discrete)
+        )
         if batched:
             try:
-                ret = evaluate_policy(self.policy(state), specs, self.config.episodes_per_trial,
-                                      seed)
+                ret = evaluate_policy(
+                    self.policy(state), specs, self.config.episodes_per_trial, seed
+                )
             except ValueError:  # episodes of the batch end at different steps
                 batched = False
         if not batched:
@@ -301,8 +349,9 @@ class RL2RLlib(OuterLoop[RL2RLlibConfig, RL2RLlibState]):
         mean, half = mean_ci95(ret.numpy())
         return {f"{split}/trial_return": mean, f"{split}/trial_return_ci95": half}
 
-    def _evaluate_sequential(self, state: RL2RLlibState, specs: list[TaskSpec], seed: int
-                             ) -> torch.Tensor:
+    def _evaluate_sequential(
+        self, state: RL2RLlibState, specs: list[TaskSpec], seed: int
+    ) -> torch.Tensor:
         import tree
         from ray.rllib.core.columns import Columns
 
@@ -310,19 +359,26 @@ class RL2RLlib(OuterLoop[RL2RLlibConfig, RL2RLlibState]):
         module.load_state_dict(state.weights)
         dist_cls = module.get_inference_action_dist_cls()
         torch.manual_seed(seed)  # RLlib's distributions sample from the global generator
-        env = TrialEnv({"family": self.family.name, "family_config": self.family.config(),
-                        "episodes_per_trial": self.config.episodes_per_trial,
-                        "specs": [s.to_json() for s in specs]})
+        env = TrialEnv(
+            {
+                "family": self.family.name,
+                "family_config": self.family.config(),
+                "episodes_per_trial": self.config.episodes_per_trial,
+                "specs": [s.to_json() for s in specs],
+            }
+        )
         out = []
         for i in range(len(specs)):
             obs, _ = env.reset(seed=seed + i)
-            h = tree.map_structure(lambda v: torch.as_tensor(v).float()[None],
-                                   module.get_initial_state())
+            h = tree.map_structure(
+                lambda v: torch.as_tensor(v).float()[None], module.get_initial_state()
+            )
             total, done = 0.0, False
             while not done:
                 with torch.no_grad():
                     res = module.forward_inference(
-                        {Columns.OBS: torch.as_tensor(obs)[None, None], Columns.STATE_IN: h})
+                        {Columns.OBS: torch.as_tensor(obs)[None, None], Columns.STATE_IN: h}
+                    )
                 h = res[Columns.STATE_OUT]
                 dist = dist_cls.from_logits(res[Columns.ACTION_DIST_INPUTS][:, 0])
                 action = dist.sample()[0].numpy()
