@@ -148,3 +148,15 @@ def test_fewshot_table_runs_cells_and_marks_missing_and_inapplicable() -> None:
         and "1 outer iterations x 2 tasks" in text
     )
     assert "| protonet |" in text
+
+
+def test_glyph_cells_train_gradient_methods_on_conv4_with_the_papers_inner_loop() -> None:
+    from metaplat.fewshot_table import SETTINGS, Budget, method_config
+
+    by_key = {s.key: s for s in SETTINGS}
+    for name in ("maml", "fomaml", "reptile", "metasgd", "anil"):
+        assert method_config(name, by_key["5w1s"], Budget()).model == "conv4"
+        assert method_config(name, by_key["sin K=10"], Budget()).model == "mlp"
+    five, twenty = (method_config("maml", by_key[k], Budget()) for k in ("5w1s", "20w5s"))
+    assert (five.inner_lr, five.inner_steps, five.eval_inner_steps) == (0.4, 1, 3)
+    assert (twenty.model, twenty.inner_lr, twenty.inner_steps) == ("conv4", 0.1, 5)
