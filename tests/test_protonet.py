@@ -11,7 +11,8 @@ from _metric_fixtures import BlobFamily
 from torch.func import functional_call
 
 from metaplat.evaluation import build_batch
-from metaplat.outer._metric_common import EpisodeJob, adam_update, episode_loss
+from metaplat.optim.functional import adam_init, adam_update
+from metaplat.outer._metric_common import EpisodeJob, episode_loss
 from metaplat.outer.base import METHODS
 from metaplat.outer.protonet import (
     ProtoNet,
@@ -116,16 +117,12 @@ def test_adam_matches_torch_optim() -> None:
     grads = [{k: torch.randn(v.shape, generator=g) for k, v in p0.items()} for _ in range(3)]
     ref = {k: torch.nn.Parameter(v.clone()) for k, v in p0.items()}
     opt = torch.optim.Adam(ref.values(), lr=0.01)
-    p, m, v = (
-        p0,
-        {k: torch.zeros_like(x) for k, x in p0.items()},
-        {k: torch.zeros_like(x) for k, x in p0.items()},
-    )
-    for t, gr in enumerate(grads, start=1):
+    p, state = p0, adam_init(p0)
+    for gr in grads:
         for k in ref:
             ref[k].grad = gr[k].clone()
         opt.step()
-        p, m, v = adam_update(p, gr, m, v, t, 0.01)
+        p, state = adam_update(p, gr, state, 0.01)
     for k in ref:
         assert torch.allclose(p[k], ref[k].detach(), atol=1e-6)
 
@@ -207,12 +204,12 @@ def test_lr_halving_schedule_is_applied_to_adam() -> None:
     method = ProtoNet(cfg, VEC, LocalPool(), seed=0)
     assert [method.lr(t) for t in (1, 2, 3, 4, 5)] == [0.01, 0.01, 0.005, 0.005, 0.0025]
     state = method.init()
-    p, m, v = state.params, state.adam_m, state.adam_v
+    p, adam = state.params, adam_init(state.params)
     for t in (1, 2, 3):
         specs = VEC.sample(rng(0, "train", t - 1), "train", cfg.meta_batch_size)
         (res,) = LocalPool().map(method._job(grad=True), p, specs)
         g = {k: x / len(specs) for k, x in res["grad"].items()}
-        p, m, v = adam_update(p, g, m, v, t, [0.01, 0.01, 0.005][t - 1])
+        p, adam = adam_update(p, g, adam, [0.01, 0.01, 0.005][t - 1])
         state, metrics = method.step(state)
         assert metrics["train/lr"] == [0.01, 0.01, 0.005][t - 1]
     for k in p:

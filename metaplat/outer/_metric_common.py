@@ -42,6 +42,7 @@ from metaplat.evaluation import (
     summarize,
 )
 from metaplat.nn.backbones import Conv4, mlp
+from metaplat.optim.functional import AdamState, adam_update
 from metaplat.outer.base import Metrics, OuterLoop
 from metaplat.seeding import derive_seed, rng
 from metaplat.tasks.base import Episode, Split, TaskFamily, TaskSpec
@@ -124,28 +125,6 @@ class MetricState:
     adam_m: dict[str, Tensor]
     adam_v: dict[str, Tensor]
     iteration: int = 0
-
-
-# -- Adam as two pure functions (torch.optim.Adam's update, default betas/eps) ------------
-def adam_update(
-    params: Params,
-    grads: Params,
-    m: Params,
-    v: Params,
-    step: int,
-    lr: float,
-    betas: tuple[float, float] = (0.9, 0.999),
-    eps: float = 1e-8,
-) -> tuple[Params, Params, Params]:
-    """One Adam step; ``step`` counts from 1. Returns new ``(params, m, v)``."""
-    b1, b2 = betas
-    new_p, new_m, new_v = {}, {}, {}
-    for k, p in params.items():
-        new_m[k] = b1 * m[k] + (1 - b1) * grads[k]
-        new_v[k] = b2 * v[k] + (1 - b2) * grads[k] * grads[k]
-        denom = (new_v[k] / (1 - b2**step)).sqrt() + eps
-        new_p[k] = p - lr / (1 - b1**step) * new_m[k] / denom
-    return new_p, new_m, new_v
 
 
 # -- embedding nets ----------------------------------------------------------------------
@@ -334,7 +313,10 @@ class MetricOuterLoop(OuterLoop[MetricConfig, MetricState]):
             accs += res["acc"]
         g = {k: v / len(specs) for k, v in g.items()}
         t = state.iteration + 1
-        params, m, v = adam_update(state.params, g, state.adam_m, state.adam_v, t, self.lr(t))
+        params, adam = adam_update(
+            state.params, g, AdamState(state.iteration, state.adam_m, state.adam_v), self.lr(t)
+        )
+        m, v = adam.m, adam.v
         gnorm = math.sqrt(sum(float((x * x).sum()) for x in g.values()))
         metrics = {
             "train/loss": float(np.mean(losses)),

@@ -38,6 +38,7 @@ from metaplat.inner.trials import (
     run_trials,
 )
 from metaplat.nn.recurrent import GRUPolicy
+from metaplat.optim.functional import AdamState, adam_update
 from metaplat.outer.base import Metrics, OuterLoop
 from metaplat.seeding import derive_seed, rng
 from metaplat.stats import mean_ci95
@@ -319,15 +320,13 @@ class RL2(OuterLoop[RL2Config, RL2State]):
                 grads = torch.autograd.grad(loss, list(params.values()))
                 norm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
                 clip_scale = torch.clamp(cfg.max_grad_norm / (norm + 1e-6), max=1.0)
-                step += 1
-                new, m, v = _adam(
+                new, adam = adam_update(
                     {k: p.detach() for k, p in params.items()},
                     {k: g * clip_scale for k, g in zip(params, grads, strict=True)},
-                    m,
-                    v,
-                    step,
+                    AdamState(step, m, v),
                     cfg.learning_rate,
                 )
+                m, v, step = adam.m, adam.v, adam.step
                 params = {k: p.requires_grad_(True) for k, p in new.items()}
                 for k, val in (info | {"grad_norm": norm}).items():
                     sums[k] = sums.get(k, 0.0) + float(val)
@@ -371,22 +370,3 @@ def evaluation_specs(family: TaskFamily, split: Split, n: int, seed: int) -> lis
     """The fixed evaluation tasks of a split for an experiment seed; both RL² paths and the
     baselines are scored on these."""
     return family.sample(task_rng(seed, "eval-tasks", split), split, n)
-
-
-def _adam(
-    params: Params,
-    grads: Params,
-    m: Params,
-    v: Params,
-    step: int,
-    lr: float,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
-) -> tuple[Params, Params, Params]:
-    """One Adam step (Kingma & Ba 2015) as a pure function of dicts."""
-    m = {k: b1 * m[k] + (1 - b1) * g for k, g in grads.items()}
-    v = {k: b2 * v[k] + (1 - b2) * g * g for k, g in grads.items()}
-    c1, c2 = 1 - b1**step, 1 - b2**step
-    new = {k: p - lr * (m[k] / c1) / (torch.sqrt(v[k] / c2) + eps) for k, p in params.items()}
-    return new, m, v
