@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _rl2_fixtures import runs_over_sharding
 
 from metaplat.inner.rl import discounted_returns, gae, ppo_loss
 from metaplat.inner.trials import StepInput, evaluate_policy, run_trials
@@ -129,19 +130,7 @@ def _algo(workers: int, seed: int = 0) -> RL2:
 
 
 def test_rl2_step_reproduces_and_does_not_depend_on_sharding() -> None:
-    runs = []
-    for workers in (1, 2, 1):
-        algo = _algo(workers)
-        state = algo.init()
-        for _ in range(2):
-            state, metrics = algo.step(state)
-        runs.append((state, metrics, algo.evaluate(state, "val")))
-    (s0, m0, e0), (s1, m1, e1), (s2, m2, e2) = runs
-    for k in s0.params:
-        assert torch.equal(s0.params[k], s2.params[k])
-        assert torch.allclose(s0.params[k], s1.params[k], atol=1e-6)
-    assert m0["train/trial_return"] == m1["train/trial_return"] == m2["train/trial_return"]
-    assert e0 == e2 and e0["val/trial_return"] == e1["val/trial_return"]
+    (s0, m0, e0), _, _ = runs_over_sharding(_algo)
     assert m0["train/env_steps"] == 2 * 4 * 12 and set(e0) == {
         "val/trial_return",
         "val/trial_return_ci95",

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _rl2_fixtures import runs_over_sharding
 
 from metaplat.inner.rl import clipped_ppo_loss, gaussian_logp_entropy
 from metaplat.inner.trials import StepInput, run_trials
@@ -136,19 +137,7 @@ def _algo(workers: int) -> RL2:
 
 
 def test_rl2_step_on_point_nav_reproduces_and_does_not_depend_on_sharding() -> None:
-    runs = []
-    for workers in (1, 2, 1):
-        algo = _algo(workers)
-        state = algo.init()
-        for _ in range(2):
-            state, metrics = algo.step(state)
-        runs.append((state, metrics, algo.evaluate(state, "val")))
-    (s0, m0, e0), (s1, m1, e1), (s2, m2, e2) = runs
-    for k in s0.params:
-        assert torch.equal(s0.params[k], s2.params[k])
-        assert torch.allclose(s0.params[k], s1.params[k], atol=1e-6)
+    (s0, m0, e0), _, _ = runs_over_sharding(_algo)
     assert not torch.equal(s0.params["log_std"], torch.zeros(2))  # PPO trains the std too
-    assert m0["train/trial_return"] == m1["train/trial_return"] == m2["train/trial_return"]
-    assert e0 == e2 and e0["val/trial_return"] == e1["val/trial_return"]
     assert m0["train/env_steps"] == 2 * 2 * 5 * 12 and m0["train/trial_return"] < 0
     assert math.isfinite(m0["train/entropy"]) and math.isfinite(e0["val/trial_return"])
