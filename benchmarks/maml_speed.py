@@ -7,19 +7,23 @@ Here the baseline's network is written with ``F.linear`` directly (cheaper per c
 ``functional_call`` or module patching), so the ratio is not flattered.
 
 Both sides use the same pre-built episodes, the same initial weights and the same outer
-optimizer. Two vectorised kernels are timed: ``vmap`` (``vmap(functional_call)`` + autograd,
-works for any model) and ``bmm`` (the default for MLPs: hand-batched forward and inner
-gradient, see ``metaplat/inner/kernels.py``). The timed region is one full meta-gradient +
-outer update. Medians over
+optimizer. Three vectorised kernels are timed: ``vmap`` (``vmap(functional_call)`` + autograd,
+works for any model), ``bmm+ag`` (hand-batched forward and inner gradient, autograd for the
+meta-gradient) and ``bmm`` (the default for MLPs: the whole meta-gradient written out, with
+hand Hessian-vector products and no autograd; see ``metaplat/inner/kernels.py``). The timed
+region is one full meta-gradient + outer update. Medians over
 iterations after a warm-up. Then both train MAML for the same iterations with the same seed
 and are scored on the same fresh tasks (equal-MSE check).
 
     PYTHONPATH=. python benchmarks/maml_speed.py [--iters 30] [--train-iters 500] [--threads 1]
+        [--no-compile]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -105,7 +109,15 @@ def loop_step(
 
 # -- the vectorised implementation (metaplat's job, called in-process) ------------------
 class Vectorised:
-    def __init__(self, method: str, steps: int, params: Params, kernel: Kernel = "auto"):
+    def __init__(
+        self,
+        method: str,
+        steps: int,
+        params: Params,
+        kernel: Kernel = "auto",
+        by_hand: bool = True,
+        compile: bool = False,
+    ):
         kind = {
             "maml": "second_order",
             "metasgd": "second_order",
@@ -114,8 +126,10 @@ class Vectorised:
             "reptile": "reptile",
         }[method]
         rule = InnerRule(steps=steps, lr=INNER_LR, names=HEAD if method == "anil" else None)
-        self.job = MetaGradJob(MODEL, rule, kind, kernel)  # type: ignore[arg-type]
-        self.kernels = make_kernels(MODEL, kernel, torch.device("cpu"))
+        self.job = MetaGradJob(MODEL, rule, kind, kernel, compile=compile)  # type: ignore[arg-type]
+        self.kernels = make_kernels(MODEL, kernel, torch.device("cpu"), compile)
+        if not by_hand:  # the bmm forward and inner gradient, autograd for the meta-gradient
+            self.kernels = dataclasses.replace(self.kernels, meta_grad=None)
         self.params = dict(params)
         self.reptile = method == "reptile"
         self.opt = adam_init(self.params)
@@ -189,7 +203,11 @@ def main() -> None:
     )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--methods", default="maml,fomaml,reptile,metasgd,anil")
+    ap.add_argument(
+        "--no-compile", action="store_true", help="skip the torch.compile'd kernel (bmm-c)"
+    )
     args = ap.parse_args()
+    compiled = not args.no_compile
     torch.set_num_threads(args.threads)
     eps = episodes(args.iters + 3, seed=0)
     print(
@@ -200,11 +218,13 @@ def main() -> None:
     print(
         "baselines: 'loop' = per-task loop with F.linear; 'loop-module' = per-task loop through\n"
         "functional_call on the nn.Sequential (what module-based libraries pay per call).\n"
-        "speed-ups are relative to 'loop', the faster baseline."
+        "speed-ups are relative to 'loop', the faster baseline.\n"
+        "'bmm-c' = bmm through torch.compile (its one-off compile time in the last column)."
     )
     print(
-        f"{'method':8} {'steps':>5} {'loop':>8} {'loop-module':>11} {'vmap':>8} {'bmm':>8} "
-        f"{'vmap x':>7} {'bmm x':>7}"
+        f"{'method':8} {'steps':>5} {'loop':>8} {'loop-module':>11} {'vmap':>8} {'bmm+ag':>8} "
+        f"{'bmm':>8} {'bmm-c':>8} {'vmap x':>7} {'bmm+ag x':>8} {'bmm x':>7} {'bmm-c x':>7} "
+        f"{'compile':>7}"
     )
     for method in args.methods.split(","):
         for steps in (1, 5):
@@ -220,20 +240,30 @@ def main() -> None:
             theta2 = {k: v.clone().requires_grad_() for k, v in initial(method, 0).items()}
             opt, opt2 = make_opt(theta), make_opt(theta2)
             vmap = Vectorised(method, steps, initial(method, 0), "vmap")
+            bmm_ag = Vectorised(method, steps, initial(method, 0), "bmm", by_hand=False)
             bmm = Vectorised(method, steps, initial(method, 0), "bmm")
-            base, mod, tv, tb = median_times(
-                [
-                    lambda ep: loop_step(method, steps, theta, opt, ep),  # noqa: B023
-                    lambda ep: loop_step(method, steps, theta2, opt2, ep, module_net),  # noqa: B023
-                    vmap.step,
-                    bmm.step,
-                ],
-                eps,
-            )
+            fns = [
+                lambda ep: loop_step(method, steps, theta, opt, ep),  # noqa: B023
+                lambda ep: loop_step(method, steps, theta2, opt2, ep, module_net),  # noqa: B023
+                vmap.step,
+                bmm_ag.step,
+                bmm.step,
+            ]
+            t_compile = math.nan
+            if compiled:
+                bmm_c = Vectorised(method, steps, initial(method, 0), "bmm", compile=True)
+                t0 = time.perf_counter()
+                bmm_c.step(eps[0])  # compiles (same parameters as the others' warm-up step)
+                bmm_c = Vectorised(method, steps, initial(method, 0), "bmm", compile=True)
+                t_compile = time.perf_counter() - t0
+                fns.append(bmm_c.step)
+            times = median_times(fns, eps)
+            base, mod, tv, ta, tb = times[:5]
+            tc = times[5] if compiled else math.nan
             print(
-                f"{method:8} {steps:>5} {base:>8.4f} {mod:>11.4f} {tv:>8.4f} {tb:>8.4f} "
-                f"{base / tv:>6.1f}x "
-                f"{base / tb:>6.1f}x",
+                f"{method:8} {steps:>5} {base:>8.4f} {mod:>11.4f} {tv:>8.4f} {ta:>8.4f} "
+                f"{tb:>8.4f} {tc:>8.4f} {base / tv:>6.1f}x {base / ta:>7.1f}x {base / tb:>6.1f}x "
+                f"{base / tc:>6.1f}x {t_compile:>6.1f}s",
                 flush=True,
             )
     if args.train_iters:
@@ -249,23 +279,23 @@ def main() -> None:
         for ep in train:
             loop_step("maml", steps, theta, opt, ep)
         t_loop = time.perf_counter() - t0
-        vec = Vectorised("maml", steps, initial("maml", 0))
-        t0 = time.perf_counter()
-        for ep in train:
-            vec.step(ep)
-        t_vec = time.perf_counter() - t0
+        rows = [("per-task loop", theta, t_loop)]
+        for label, compile in (("vectorised", False), ("vec. compiled", True))[: 1 + compiled]:
+            vec = Vectorised("maml", steps, initial("maml", 0), compile=compile)
+            t0 = time.perf_counter()
+            for ep in train:
+                vec.step(ep)
+            rows.append((label, vec.params, time.perf_counter() - t0))
         test = episodes(24, seed=2, split="test")  # 600 fresh tasks
-        for label, params, secs in (
-            ("per-task loop", theta, t_loop),
-            ("vectorised", vec.params, t_vec),
-        ):
+        for label, params, secs in rows:
             pre, post = post_mse(params, test, steps)
             print(
                 f"{label:14} train {secs:7.1f} s   test MSE pre {pre:.3f}  "
                 f"post({steps} steps) {post:.3f}"
             )
-        diff = max(float((theta[k].detach() - vec.params[k]).abs().max()) for k in vec.params)
-        print(f"max |param difference| after training: {diff:.2e}")
+        for label, params, _ in rows[1:]:
+            diff = max(float((theta[k].detach() - params[k]).abs().max()) for k in params)
+            print(f"max |param difference| loop vs {label} after training: {diff:.2e}")
 
 
 if __name__ == "__main__":

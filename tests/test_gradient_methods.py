@@ -169,6 +169,15 @@ def test_bad_config_names_the_field(method: str, field: str, value: Any) -> None
         METHODS.get(method).Config(**{field: value})
 
 
+@pytest.mark.parametrize(
+    "extra", [{"model": "conv4"}, {"kernel": "vmap"}, {"vectorize": False}], ids=str
+)
+def test_compile_needs_the_mlp_kernel(extra: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="compile"):
+        METHODS.get("maml").Config(compile=True, **extra)
+    METHODS.get("maml").Config(compile=True)  # the MLP's bmm kernel: allowed
+
+
 def test_paper_defaults() -> None:
     c = METHODS.get("maml").Config()
     assert (

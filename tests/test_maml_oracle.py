@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -302,3 +303,129 @@ def test_per_step_bn_copies_sum_to_the_shared_bn_gradient(kernel: str) -> None:
         copies = [res.grad_sum[f"{BN_PREFIX}{s}.{n}"] for s in range(steps + 1)]
         torch.testing.assert_close(sum(copies), ref[n], atol=1e-8, rtol=1e-6)
         assert not torch.allclose(copies[0], copies[-1])  # each step's copy gets its own gradient
+
+
+# -- the autograd-free MLP meta-gradient (the default for kernel "bmm") ----------------------
+IMAGE_MLP = ModelSpec(kind="mlp", in_shape=(1, 28, 28), out_dim=5, hidden=(16, 8))
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+@pytest.mark.parametrize(
+    "names", [None, ("4.weight", "4.bias"), ("2.weight", "2.bias", "4.weight")]
+)
+@pytest.mark.parametrize("second_order", [True, False])
+def test_hand_meta_gradient_equals_autograd(steps: int, names, second_order: bool) -> None:
+    ep = sine_episode(4)
+    params = double(SINE.init_params(0))
+    meta_grad = make_kernels(SINE, "bmm", CPU).meta_grad
+    assert meta_grad is not None
+    r = meta_grad(
+        stack_params(params, 4, requires_grad=False),
+        (ep.support_x, ep.support_y),
+        (ep.query_x, ep.query_y),
+        steps,
+        0.1,
+        tuple(params) if names is None else names,
+        first_order=not second_order,
+    )
+    ref, _ = reference_maml(SINE, params, ep, 0.1, steps, second_order, names=names)
+    assert_dicts_close({k: g.sum(0) for k, g in r.grads.items()}, ref)
+
+
+def test_hand_meta_gradient_learned_rates_and_cross_entropy() -> None:
+    ep = sine_episode(3)
+    params = double(SINE.init_params(0))
+    g = torch.Generator().manual_seed(0)
+    lrs = {
+        k: 0.05 + 0.01 * torch.rand(v.shape, generator=g, dtype=v.dtype) for k, v in params.items()
+    }
+    meta_grad = make_kernels(SINE, "bmm", CPU).meta_grad
+    assert meta_grad is not None
+    r = meta_grad(
+        stack_params(params, 3, requires_grad=False),
+        (ep.support_x, ep.support_y),
+        (ep.query_x, ep.query_y),
+        2,
+        999.0,  # unused: every adapted name has a learned rate
+        tuple(params),
+        lrs=stack_params(lrs, 3, requires_grad=False),
+    )
+    ref, ref_lr = reference_maml(SINE, params, ep, 999.0, 2, True, lrs=lrs)
+    assert_dicts_close({k: v.sum(0) for k, v in r.grads.items()}, ref)
+    assert_dicts_close({k: v.sum(0) for k, v in r.lr_grads.items()}, ref_lr)
+    # cross-entropy on flattened images (softmax Hessian terms)
+    img = image_episode(3, shots=2)
+    ip = double(IMAGE_MLP.init_params(1))
+    flat = Episode(img.support_x.flatten(2), img.support_y, img.query_x.flatten(2), img.query_y)
+    flat_spec = ModelSpec(kind="mlp", in_shape=(784,), out_dim=5, hidden=(16, 8))
+    hand = make_kernels(IMAGE_MLP, "bmm", CPU).meta_grad
+    assert hand is not None
+    r = hand(
+        stack_params(ip, 3, requires_grad=False),
+        (img.support_x, img.support_y),
+        (img.query_x, img.query_y),
+        2,
+        0.4,
+        tuple(ip),
+    )
+    ref, _ = reference_maml(flat_spec, ip, flat, 0.4, 2, True)
+    assert_dicts_close({k: v.sum(0) for k, v in r.grads.items()}, ref)
+
+
+@pytest.mark.parametrize("kind", ["second_order", "first_order"])
+def test_job_by_hand_equals_job_through_autograd_with_a_failed_task(kind: str) -> None:
+    ep = sine_episode(4)
+    ep.query_y[2, 1, 0] = math.inf  # task 2 fails: dropped and counted by both paths
+    params = double(SINE.init_params(0))
+    job = MetaGradJob(SINE, InnerRule(steps=2, lr=0.05), kind, "bmm")  # type: ignore[arg-type]
+    kernels = make_kernels(SINE, "bmm", CPU)
+    by_hand = job.compute(params, ep, kernels)
+    autograd = job.compute(params, ep, dataclasses.replace(kernels, meta_grad=None))
+    assert by_hand.num_ok == autograd.num_ok == 3
+    assert by_hand.ok.tolist() == autograd.ok.tolist() == [True, True, False, True]
+    assert_dicts_close(by_hand.grad_sum, autograd.grad_sum)
+    torch.testing.assert_close(by_hand.post_loss, autograd.post_loss)
+    clipped = MetaGradJob(SINE, InnerRule(steps=1, lr=0.05, grad_clip=0.1), kind, "bmm")  # type: ignore[arg-type]
+    # inner clipping is not in the hand recursion: the job takes the autograd path for it
+    a = clipped.compute(params, ep, kernels)
+    b = clipped.compute(params, ep, dataclasses.replace(kernels, meta_grad=None))
+    assert_dicts_close(a.grad_sum, b.grad_sum)
+
+
+def test_compile_failure_falls_back_to_eager(monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    from metaplat.inner import kernels as kernel_module
+
+    def broken(fn, **_):
+        def run(*args):
+            raise RuntimeError("no C++ compiler")
+
+        return run
+
+    monkeypatch.setattr(kernel_module.torch, "compile", broken)
+    ep = sine_episode(2)
+    params = stack_params(double(SINE.init_params(0)), 2, requires_grad=False)
+    args = (params, (ep.support_x, ep.support_y), (ep.query_x, ep.query_y), 2, 0.1, tuple(params))
+    with caplog.at_level("WARNING"):
+        fallback = kernel_module.mlp_meta_grad(3, compile=True)(*args)
+    assert "no C++ compiler" in caplog.text
+    eager = kernel_module.mlp_meta_grad(3)(*args)
+    assert_dicts_close(fallback.grads, eager.grads, atol=0, rtol=0)
+
+
+@pytest.mark.slow
+def test_compiled_meta_gradient_equals_eager() -> None:
+    """torch.compile of the hand-written meta-gradient (compiles for ~10-30 s)."""
+    ep = sine_episode(4)
+    params = stack_params(double(SINE.init_params(0)), 4, requires_grad=False)
+    g = torch.Generator().manual_seed(1)
+    lrs = {
+        k: 0.05 + 0.01 * torch.rand(v.shape, generator=g, dtype=v.dtype) for k, v in params.items()
+    }
+    args = (params, (ep.support_x, ep.support_y), (ep.query_x, ep.query_y), 2, 0.1, tuple(params))
+    eager = make_kernels(SINE, "bmm", CPU).meta_grad
+    compiled = make_kernels(SINE, "bmm", CPU, compile=True).meta_grad
+    assert eager is not None and compiled is not None
+    a, b = eager(*args, lrs=lrs), compiled(*args, lrs=lrs)
+    assert_dicts_close(a.grads, b.grads, atol=1e-12, rtol=1e-9)
+    assert_dicts_close(a.lr_grads, b.lr_grads, atol=1e-12, rtol=1e-9)
+    torch.testing.assert_close(a.post, b.post)

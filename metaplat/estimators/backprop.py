@@ -41,7 +41,13 @@ from metaplat.inner.adapt import (
     task_losses,
     vmap_forward,
 )
-from metaplat.inner.kernels import conv4_grouped_forward, mlp_bmm_forward, mlp_value_and_grad
+from metaplat.inner.kernels import (
+    MetaGrad,
+    conv4_grouped_forward,
+    mlp_bmm_forward,
+    mlp_meta_grad,
+    mlp_value_and_grad,
+)
 from metaplat.nn.backbones import Conv4, mlp
 from metaplat.tasks.base import Episode, TaskSpec
 from metaplat.tasks.registry import family_of
@@ -134,12 +140,24 @@ class Kernels:
     forward: Forward
     value_and_grad: ValueAndGrad | None
     name: str
+    meta_grad: MetaGrad | None = None
+    """The whole (first- or second-order) meta-gradient without autograd, where the model has
+    one (:func:`metaplat.inner.kernels.mlp_meta_grad`); used for plain-SGD inner loops."""
 
 
-def make_kernels(spec: ModelSpec, kernel: Kernel, device: torch.device) -> Kernels:
-    """``auto``: ``bmm`` for MLPs (hand-batched forward and inner gradient), ``grouped`` for
-    Conv4 (grouped convolutions over a task-major layout); ``vmap``: ``vmap(functional_call)``
-    + autograd, for any model; ``loop``: the per-task fallback."""
+@functools.cache
+def _mlp_meta_grad(num_linear: int, flatten: bool, compile: bool) -> MetaGrad:
+    """One per process and setting, so a compiled one is compiled once per worker."""
+    return mlp_meta_grad(num_linear, flatten, compile)
+
+
+def make_kernels(
+    spec: ModelSpec, kernel: Kernel, device: torch.device, compile: bool = False
+) -> Kernels:
+    """``auto``: ``bmm`` for MLPs (hand-batched forward and inner gradient, and the whole
+    meta-gradient without autograd), ``grouped`` for Conv4 (grouped convolutions over a
+    task-major layout); ``vmap``: ``vmap(functional_call)`` + autograd, for any model;
+    ``loop``: the per-task fallback. ``compile``: ``torch.compile`` the MLP meta-gradient."""
     if kernel == "auto":
         kernel = "bmm" if spec.kind == "mlp" else "grouped"
     if kernel == "grouped":
@@ -150,7 +168,12 @@ def make_kernels(spec: ModelSpec, kernel: Kernel, device: torch.device) -> Kerne
         if spec.kind != "mlp":
             raise ValueError(f"kernel 'bmm' needs model 'mlp', got {spec.kind!r}")
         n = len(spec.hidden) + 1
-        return Kernels(mlp_bmm_forward(n, spec.flatten), mlp_value_and_grad(n, spec.flatten), "bmm")
+        return Kernels(
+            mlp_bmm_forward(n, spec.flatten),
+            mlp_value_and_grad(n, spec.flatten),
+            "bmm",
+            _mlp_meta_grad(n, spec.flatten, compile),
+        )
     if kernel == "loop":
         return Kernels(loop_forward(spec.build().to(device), spec.flatten), None, "loop")
     return Kernels(vmap_forward(spec.build().to(device), spec.flatten), None, "vmap")
@@ -196,6 +219,8 @@ class MetaGradJob:
     """MAML++ per-step BatchNorm: number of copies ``bnstep<s>.<name>`` in the payload (0: off)."""
     tasks_per_pass: int = 0
     """Tasks vectorised per forward/backward pass on the worker (0: the whole shard)."""
+    compile: bool = False
+    """``torch.compile`` the hand-written MLP meta-gradient (kernel ``bmm``)."""
 
     def step_view(self) -> StepView | None:
         return (
@@ -209,7 +234,7 @@ class MetaGradJob:
     ) -> ShardGrad:
         ep = build_episode(specs, device)
         payload = {k: v.to(device) for k, v in payload.items()}
-        kernels = make_kernels(self.model, self.kernel, device)
+        kernels = make_kernels(self.model, self.kernel, device, self.compile)
         try:
             return self.compute_chunked(payload, ep, kernels)
         except RuntimeError as e:  # vmap cannot batch some op: redo the shard task by task
@@ -249,6 +274,14 @@ class MetaGradJob:
     def compute(self, payload: dict[str, torch.Tensor], ep: Episode, kernels: Kernels) -> ShardGrad:
         """The shard's meta-gradient for an already-built episode (used directly by benchmarks)."""
         forward, vg, view = kernels.forward, kernels.value_and_grad, self.step_view()
+        if (
+            kernels.meta_grad is not None
+            and self.kind != "reptile"
+            and self.rule.optimizer == "sgd"
+            and self.rule.grad_clip is None
+            and view is None
+        ):
+            return self._compute_by_hand(payload, ep, kernels, kernels.meta_grad)
         at = (lambda p, s: view(p, s)) if view is not None else (lambda p, s: p)  # noqa: E731
         t = ep.support_x.shape[0]
         leaves = stack_params(payload, t)
@@ -287,6 +320,48 @@ class MetaGradJob:
             grads, res.ok & torch.isfinite(pre) & torch.isfinite(post), pre, post, kernels.name
         )
         return dataclasses.replace(result, post_acc=acc)
+
+    def _compute_by_hand(
+        self, payload: dict[str, torch.Tensor], ep: Episode, kernels: Kernels, meta_grad: MetaGrad
+    ) -> ShardGrad:
+        """:meth:`compute` through the kernel's autograd-free meta-gradient (same math)."""
+        t = ep.support_x.shape[0]
+        stacked = {k: v.detach().unsqueeze(0).expand(t, *v.shape) for k, v in payload.items()}
+        params = {k: v for k, v in stacked.items() if not k.startswith(LR_PREFIX)}
+        lrs = {k[len(LR_PREFIX) :]: v for k, v in stacked.items() if k.startswith(LR_PREFIX)}
+        names = tuple(params) if self.rule.names is None else self.rule.names
+        r = meta_grad(
+            params,
+            (ep.support_x, ep.support_y),
+            (ep.query_x, ep.query_y),
+            self.rule.steps,
+            self.rule.lr,
+            names,
+            lrs=lrs or None,
+            first_order=self.kind == "first_order",
+        )
+        second = self.kind == "second_order"
+        acc = None
+        if not ep.query_y.is_floating_point():
+            acc = task_accuracies(r.out, ep.query_y).cpu()
+        if bool(r.all_finite):  # the common case: no task to drop
+            sums = r.grad_sums | (
+                {LR_PREFIX + n: g for n, g in r.lr_grad_sums.items()} if second else {}
+            )
+            return ShardGrad(
+                grad_sum={k: v.cpu() for k, v in sums.items()},
+                num_ok=t,
+                pre_loss=r.pre.cpu(),
+                post_loss=r.post.cpu(),
+                ok=r.finite.cpu(),
+                kernel=kernels.name,
+                post_acc=acc,
+            )
+        grads = r.grads | ({LR_PREFIX + n: g for n, g in r.lr_grads.items()} if second else {})
+        ok = r.finite & all_finite_per_task([r.adapted[n] for n in names])
+        return dataclasses.replace(
+            self._reduce(grads, ok, r.pre, r.post, kernels.name), post_acc=acc
+        )
 
     def _query_grads(
         self, post: torch.Tensor, res: AdaptResult, leaves: Params, lrs: Params | None

@@ -92,6 +92,10 @@ class GradientConfig:
     per_step_bn: bool = False
     """MAML++ per-step BatchNorm: one meta-learned copy of the BN weights/biases per inner step
     (not adapted in the inner loop); needs a model with BatchNorm (conv4)."""
+    compile: bool = False
+    """``torch.compile`` the MLP's hand-written meta-gradient (kernel ``bmm``): about 2.5x
+    faster per iteration on CPU after a one-off compile of ~20 s per worker and shard shape
+    (needs a C++ compiler; without one it warns and runs eagerly). Worth it for long runs."""
 
     def __post_init__(self) -> None:
         for f in (
@@ -152,6 +156,13 @@ class GradientConfig:
             "tasks_per_pass",
             n,
             "null or an integer >= 1",
+        )
+        _check(
+            not self.compile
+            or (self.model == "mlp" and self.vectorize and self.kernel in ("auto", "bmm")),
+            "compile",
+            self.compile,
+            "false unless model is mlp, vectorize is true and kernel is auto or bmm",
         )
         _check(
             not self.per_step_bn or self.model == "conv4",
@@ -226,6 +237,7 @@ class GradientMethod(OuterLoop[GradientConfig, GradientState]):
             kernel,
             per_step_bn=bn_sets,
             tasks_per_pass=config.tasks_per_pass or 0,
+            compile=config.compile,
         )
         self.eval_job = EvalJob(
             self.model, self.inner_rule(train=False), kernel, per_step_bn=bn_sets
