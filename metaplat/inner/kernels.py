@@ -3,10 +3,16 @@
 On a CPU the 1-40-40-1 MLP of the MAML paper is so small that per-operator overhead
 dominates an outer iteration: ``vmap`` + ``functional_call`` pay it in the forward, and
 ``autograd.grad(create_graph=True)`` pays it again, twice, for the double backward. Here the
-same network is written as ``torch.baddbmm`` over stacked weights, and its inner-loop
-gradient is written out by hand (ordinary differentiable ops), so a second-order meta-gradient
-needs one plain backward instead of a double backward. The math is identical to autograd's
-(ReLU's derivative is ``h > 0``, as in ``threshold_backward``); the oracle tests check it.
+same network is written as batched matrix products over stacked weights, in three layers:
+
+- :func:`mlp_bmm_forward`: the forward;
+- :func:`mlp_value_and_grad`: the inner-loop gradient written out with ordinary
+  differentiable ops (a second-order meta-gradient through it needs one plain backward);
+- :func:`mlp_meta_grad`: the whole meta-gradient without autograd (reverse mode through
+  the inner SGD steps with hand-written Hessian-vector products), optionally compiled.
+
+The math is identical to autograd's (ReLU's derivative is ``h > 0``, as in
+``threshold_backward``); the oracle tests in ``tests/test_maml_oracle.py`` check it.
 """
 
 from __future__ import annotations
