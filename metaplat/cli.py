@@ -86,7 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_tasks_list(args: argparse.Namespace) -> int:
     from metaplat.tasks.registry import FAMILIES
 
-    rows = []
+    rows: list[tuple[str, str, str]] = []
     for name in FAMILIES.names():
         try:
             cls = FAMILIES.get(name)

@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +67,11 @@ def bandit_candidates(n: int) -> Candidates:
     """Each bandit method with its hyper-parameter grid (tuned on meta-val tasks)."""
     return {
         "random": [("", B.RandomArm)],
-        "gittins": [(f"γ={g}", lambda g=g: B.Gittins(g, n)) for g in _gittins_gammas(n)],
+        "gittins": [(f"γ={g}", partial(B.Gittins, g, n)) for g in _gittins_gammas(n)],
         "ts": [("", B.Thompson)],
         "ots": [("", B.OptimisticThompson)],
-        "ucb1": [(f"c={c}", lambda c=c: B.UCB1(c)) for c in (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)],
-        "eps-greedy": [(f"ε={e}", lambda e=e: B.EpsilonGreedy(e)) for e in (0.01, 0.05, 0.1, 0.2)],
+        "ucb1": [(f"c={c}", partial(B.UCB1, c)) for c in (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)],
+        "eps-greedy": [(f"ε={e}", partial(B.EpsilonGreedy, e)) for e in (0.01, 0.05, 0.1, 0.2)],
         "greedy": [("", B.Greedy)],
     }
 
@@ -80,10 +81,10 @@ def mdp_candidates() -> Candidates:
     return {
         "random": [("", M.RandomAction)],
         "psrl": [("", M.PSRL)],
-        "opsrl": [(f"J={j}", lambda j=j: M.OptimisticPSRL(j)) for j in (2, 5)],
-        "ucrl2": [(f"c={c}", lambda c=c: M.UCRL2(c)) for c in (0.1, 0.3, 1.0)],
-        "beb": [(f"β={b}", lambda b=b: M.BEB(b)) for b in (0.3, 1.0, 3.0)],
-        "eps-greedy": [(f"ε={e}", lambda e=e: M.EpsilonGreedy(e)) for e in (0.02, 0.05, 0.1)],
+        "opsrl": [(f"J={j}", partial(M.OptimisticPSRL, j)) for j in (2, 5)],
+        "ucrl2": [(f"c={c}", partial(M.UCRL2, c)) for c in (0.1, 0.3, 1.0)],
+        "beb": [(f"β={b}", partial(M.BEB, b)) for b in (0.3, 1.0, 3.0)],
+        "eps-greedy": [(f"ε={e}", partial(M.EpsilonGreedy, e)) for e in (0.02, 0.05, 0.1)],
         "greedy": [("", M.Greedy)],
         "oracle": [("", M.Oracle)],
     }

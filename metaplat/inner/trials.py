@@ -55,9 +55,10 @@ class TrialPolicy(Protocol):
         """Fresh per-trial state (hidden state, counts, ...) for ``env``'s tasks."""
         ...
 
-    def __call__(self, state: Any, inp: StepInput) -> tuple[torch.Tensor, Any, dict[str, Any]]:
+    def __call__(self, state: Any, inp: StepInput, /) -> tuple[torch.Tensor, Any, dict[str, Any]]:
         """``(action [B], new state, extras)``; ``extras`` (tensors ``[B, ...]``) are
-        recorded by :func:`run_trials` when asked (e.g. log-probabilities, values)."""
+        recorded by :func:`run_trials` when asked (e.g. log-probabilities, values).
+        Called positionally, so implementations may name the arguments as they like."""
         ...
 
 
@@ -166,6 +167,7 @@ class TrialReturnsJob:
     seed: int
 
     def __call__(self, payload: Any, specs: Any, device: torch.device) -> torch.Tensor:
+        from metaplat.tasks.base import RLFamily
         from metaplat.tasks.registry import family_of
 
         if not specs:
@@ -173,7 +175,9 @@ class TrialReturnsJob:
         policy = payload["policy"]
         if hasattr(policy, "to"):
             policy = policy.to(device)
-        env = family_of(specs[0]).build_batched(specs, device)
+        family = family_of(specs[0])
+        assert isinstance(family, RLFamily), f"trials need an RL family, got {family.name!r}"
+        env = family.build_batched(specs, device)
         seed = reset_seed_for(self.seed, payload["index"][specs[0].seed])
         return run_trials(policy, env, self.episodes, seed).returns.float().cpu()
 

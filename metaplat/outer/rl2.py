@@ -200,7 +200,9 @@ class RL2RolloutJob:
         from metaplat.tasks.registry import family_of
 
         policy = payload["policy"].to(device)
-        env = family_of(specs[0]).build_batched(specs, device)
+        family = family_of(specs[0])
+        assert isinstance(family, RLFamily), f"RL² needs an RL family, got {family.name!r}"
+        env = family.build_batched(specs, device)
         seed = reset_seed_for(payload["seed"], payload["index"][specs[0].seed])
         ro = run_trials(policy, env, self.episodes, seed, record=True)
         keep = ("x", "logp", "value", "reward")
@@ -318,7 +320,8 @@ class RL2(OuterLoop[RL2Config, RL2State]):
                     cfg.entropy_coef,
                 )
                 grads = torch.autograd.grad(loss, list(params.values()))
-                norm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
+                sq = [g.pow(2).sum() for g in grads]  # params is never empty
+                norm = torch.sqrt(sum(sq[1:], sq[0]))
                 clip_scale = torch.clamp(cfg.max_grad_norm / (norm + 1e-6), max=1.0)
                 new, adam = adam_update(
                     {k: p.detach() for k, p in params.items()},

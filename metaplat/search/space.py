@@ -88,7 +88,7 @@ def space_size(space: SearchSpace) -> int:
     return int(np.prod([len(d.choices) for d in space.decisions], dtype=object))
 
 
-SPACES = LazyRegistry(
+SPACES: LazyRegistry[type[SearchSpace]] = LazyRegistry(
     "search space",
     {
         "nas_conv": "metaplat.search.nas_space:ConvSpace",
@@ -111,6 +111,8 @@ def make_space(config: Mapping[str, Any]) -> SearchSpace:
         cls = SPACES.get(kind)
     except KeyError as e:
         raise ValueError(e.args[0]) from None
+    if not dataclasses.is_dataclass(cls):  # a space config lists its dataclass fields
+        raise TypeError(f"search space {kind!r} is {cls!r}, not a dataclass")
     allowed = [f.name for f in dataclasses.fields(cls)]
     for key in config:
         if key not in allowed:

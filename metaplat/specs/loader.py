@@ -19,7 +19,7 @@ import importlib
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -35,6 +35,9 @@ from metaplat.specs.typecheck import (
     parse_dataclass,
     unknown_key_message,
 )
+
+if TYPE_CHECKING:  # imported inside functions at run time: metaplat.outer.base imports torch
+    from metaplat.outer.base import OuterLoop
 
 
 # -- reading ------------------------------------------------------------------------------
@@ -87,7 +90,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 # -- building what a trial builds ---------------------------------------------------------
-def resolve_method(name: str) -> type:
+def resolve_method(name: str) -> type[OuterLoop[Any, Any]]:
     """The ``OuterLoop`` class for a ``METHODS`` name or a ``module:Class`` import path."""
     from metaplat.outer.base import METHODS, OuterLoop
 
@@ -115,7 +118,9 @@ def resolve_method(name: str) -> type:
     return cls
 
 
-def build_method_config(method_cls: type, config: Mapping[str, Any], path: str) -> Any:
+def build_method_config(
+    method_cls: type[OuterLoop[Any, Any]], config: Mapping[str, Any], path: str
+) -> Any:
     """``method_cls.Config(**config)`` with unknown keys and types reported under ``path``."""
     cfg_cls = method_cls.Config
     if not dataclasses.is_dataclass(cfg_cls):
@@ -167,7 +172,7 @@ class Resolved:
 
     family: Any
     """The task family instance (spec values)."""
-    method_cls: type | None
+    method_cls: type[OuterLoop[Any, Any]] | None
     """The ``OuterLoop`` subclass (``None`` for a ``trainable`` spec)."""
     method_config: Any
     """``method_cls.Config`` built from the spec's values."""
@@ -245,7 +250,11 @@ def resolve_trainable(path: str) -> Any:
 
 
 def check_search_values(
-    spec: ExperimentSpec, method_cls: type, path: str, domain: Domain, build: bool = True
+    spec: ExperimentSpec,
+    method_cls: type[OuterLoop[Any, Any]],
+    path: str,
+    domain: Domain,
+    build: bool = True,
 ) -> list[str]:
     """Problems with searching ``path`` over ``domain`` (empty if none); with ``build``, the
     family / method config is built with each representative value."""

@@ -80,16 +80,16 @@ def check_value(value: Any, tp: Any, path: str) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
+        failures: list[SpecError] = []
         for a in args:
             if a is type(None):
                 continue
             try:
                 return check_value(value, a, path)
             except SpecError as e:
-                errors.append(e)
-        if len(errors) == 1:
-            raise errors[0]
+                failures.append(e)
+        if len(failures) == 1:
+            raise failures[0]
         raise SpecError(f"{path}: got {value!r}, expected {type_name(tp)}")
     if origin is Literal:
         if value in args:
@@ -118,7 +118,8 @@ def check_value(value: Any, tp: Any, path: str) -> Any:
     elif origin in (dict, Mapping, typing.Mapping) or tp in (dict, Mapping):
         if isinstance(value, Mapping):
             kt, vt = args if args else (Any, Any)
-            out, errors = {}, []
+            out: dict[Any, Any] = {}
+            errors: list[str] = []
             for k, v in value.items():
                 try:
                     out[check_value(k, kt, path)] = check_value(v, vt, join(path, str(k)))

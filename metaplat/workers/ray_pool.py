@@ -235,8 +235,9 @@ class RayPool:
             self._check_fits()
 
         actor_cls = ray.remote(_Worker)
-        self._actors: list[ActorHandle] = [
-            actor_cls.options(  # type: ignore[attr-defined]
+        # Ray's stub types ActorClass.remote() as ActorHandle[T] | type[T]; it returns a handle.
+        self._actors: list[ActorHandle[_Worker]] = [
+            actor_cls.options(  # type: ignore[misc]
                 num_cpus=self.num_cpus,
                 num_gpus=self.num_gpus,
                 max_restarts=max_restarts,
@@ -252,10 +253,10 @@ class RayPool:
         from ray.util.placement_group import get_current_placement_group
 
         pg = get_current_placement_group()
-        captured = pg is not None and (
-            ray.get_runtime_context().should_capture_child_tasks_in_placement_group
-        )
-        if captured:
+        if (
+            pg is not None
+            and ray.get_runtime_context().should_capture_child_tasks_in_placement_group
+        ):
             held = ray.get_runtime_context().get_assigned_resources()
             check_bundles_fit(self.num_workers, self.num_cpus, self.num_gpus, pg.bundle_specs, held)
         else:
@@ -265,7 +266,7 @@ class RayPool:
             )
 
     def _wait_ready(self, timeout_s: float) -> None:
-        refs = [a.info.remote() for a in self._actors]
+        refs: list[ray.ObjectRef[WorkerInfo]] = [a.info.remote() for a in self._actors]
         try:
             infos = ray.get(refs, timeout=timeout_s)
         except RayActorError as e:  # __init__ raised, or the worker could not import it
@@ -303,7 +304,7 @@ class RayPool:
         shards = shard(specs, self.num_workers)
         payload_ref = ray.put(_pack(payload))  # once per call; every actor reads this object
         # zip stops at the shards: fewer shards than actors when there are few specs
-        refs = [
+        refs: list[ray.ObjectRef[Any]] = [
             a.run.remote(job, payload_ref, s) for a, s in zip(self._actors, shards, strict=False)
         ]
         results = []
