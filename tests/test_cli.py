@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import textwrap
 from pathlib import Path
 
@@ -189,6 +190,34 @@ def test_repo_spec_runs_end_to_end_and_resume_keeps_results(
     assert "--resume" in capsys.readouterr().err
     assert main([*argv, "--resume"]) == 0  # finished trials are kept, nothing reruns
     assert "0 errored" in capsys.readouterr().out
+
+
+@pytest.mark.ray
+def test_rllib_spec_runs_end_to_end_on_two_cpus(
+    ray_session: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The RLlib RL² spec as shipped (one env runner, no pool) through `metaplat run`: the
+    env runner lands in bundle 1 of the trial's placement group (it used to find no bundle
+    there: "placement group bundle index 1 is invalid"), and the trial finishes."""
+    from ray.tune import ExperimentAnalysis
+
+    argv = ["run", str(REPO / "tune_specs" / "rl2_cartpole_rllib.yaml")]
+    argv += ["--storage-path", str(tmp_path), "--name", "rllib", "--iterations", "1"]
+    for o in (
+        "method.config.train_batch_size=400",
+        "method.config.minibatch_size=200",
+        "method.config.num_epochs=1",
+        "method.config.num_envs_per_env_runner=2",
+        "train.eval_tasks=4",
+    ):
+        argv += ["--set", o]
+    assert main(argv) == 0
+    assert "1 trials, 0 errored" in capsys.readouterr().out
+    (trial,) = ExperimentAnalysis(str(tmp_path / "rllib")).trials
+    assert trial.status == "TERMINATED" and trial.error_file is None
+    assert trial.placement_group_factory.bundles == [{"CPU": 1.0}, {"CPU": 1.0}]
+    ret = trial.last_result["val/trial_return"]
+    assert math.isfinite(ret) and ret > 0 and trial.last_result["train/iteration"] == 1
 
 
 def test_report_rl2_curve_against_baseline_levels(

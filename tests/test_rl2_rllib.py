@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -122,3 +124,86 @@ def test_rllib_sequential_evaluation_agrees_with_batched_in_distribution(
         assert abs(seq.mean().item() - batched["val/trial_return"]) < ci
     finally:
         algo.close()
+
+
+REPO = Path(__file__).resolve().parent.parent
+RLLIB_SPECS = ("rl2_cartpole_rllib.yaml", "rl2_point_nav_rllib.yaml")
+
+
+def rllib_spec(name: str = "rl2_cartpole_rllib.yaml", **method_config: Any) -> Any:
+    from metaplat.specs.loader import load_spec
+
+    return load_spec(
+        REPO / "tune_specs" / name, {f"method.config.{k}": v for k, v in method_config.items()}
+    )
+
+
+@pytest.mark.parametrize(
+    ("runners", "cpus", "expected"),
+    [
+        (0, 1.0, [{"CPU": 1.0}]),
+        (1, 1.0, [{"CPU": 1.0}, {"CPU": 1.0}]),
+        (2, 0.5, [{"CPU": 1.0}, {"CPU": 0.5}, {"CPU": 0.5}]),
+    ],
+)
+def test_trial_reserves_what_rllib_asks_for(
+    runners: int, cpus: float, expected: list[dict[str, float]]
+) -> None:
+    """The trial's placement group is RLlib's own layout: the driver bundle (RLlib's learner
+    runs there) + one bundle per env runner at indices 1..n, and no pool bundle."""
+    from ray import tune
+    from ray.rllib.algorithms.ppo import PPO
+
+    from metaplat.outer.rl2_rllib import RL2RLlib, ppo_config
+    from metaplat.specs.loader import build_family, build_method_config
+    from metaplat.tuning.trainable import trial_bundles, trial_resources
+
+    spec = rllib_spec(num_env_runners=runners, num_cpus_per_env_runner=cpus)
+    assert spec.workers.num_workers == 0 and spec.workers.driver_cpus == 1.0
+    assert trial_bundles(spec, RL2RLlib) == expected
+    resources = trial_resources(spec, RL2RLlib)
+    if runners:
+        assert isinstance(resources, tune.PlacementGroupFactory)
+        assert resources.bundles == expected
+    else:
+        assert resources == {"cpu": 1.0}
+    # RLlib's own request for the config the trial builds (Algorithm.default_resource_request)
+    cfg = build_method_config(RL2RLlib, spec.method.config, "method.config")
+    family = build_family(spec.task.family, spec.task.config)
+    rllib = PPO.default_resource_request(ppo_config(cfg, family, 0))
+    assert [{k: v for k, v in b.items() if v} for b in rllib.bundles] == expected
+
+
+def test_rllib_method_uses_no_pool_and_says_which_fields_size_it() -> None:
+    from metaplat.outer.rl2_rllib import RL2RLlib
+    from metaplat.specs.loader import load_spec, summary, validate_spec
+    from metaplat.specs.typecheck import SpecError
+    from metaplat.tuning.runner import check_fits
+
+    for name in RLLIB_SPECS:
+        spec = rllib_spec(name)
+        assert validate_spec(spec).method_cls is RL2RLlib
+        check_fits(spec, RL2RLlib, {"CPU": 2.0})  # the shipped specs fit a 2-core laptop
+        assert "driver + 1 rl2_rllib actors (2 CPU) per trial" in summary(spec)
+    # a pool worker would hold CPUs (and a bundle) that nothing uses: refused up front
+    pooled = load_spec(REPO / "tune_specs" / RLLIB_SPECS[0], {"workers.num_workers": 1})
+    with pytest.raises(SpecError, match="does not use the worker pool") as info:
+        validate_spec(pooled)
+    assert "method.config.num_env_runners" in str(info.value)
+    assert "set workers.num_workers: 0" in str(info.value)
+    # too big for 2 CPUs: the message counts the placement group and names the fields
+    with pytest.raises(SpecError) as info:
+        check_fits(rllib_spec(num_env_runners=2), RL2RLlib, {"CPU": 2.0})
+    (msg,) = info.value.errors
+    assert msg.startswith("method.config: one trial needs 3 CPU but this local Ray has 2 CPU")
+    assert "[{'CPU': 1.0}, {'CPU': 1.0}, {'CPU': 1.0}]" in msg
+    assert "lower method.config.num_env_runners / num_cpus_per_env_runner or " in msg
+    assert "workers.driver_cpus, or run on a cluster (--address)" in msg
+    check_fits(rllib_spec(num_env_runners=2, num_cpus_per_env_runner=0.5), RL2RLlib, {"CPU": 2.0})
+    # a searched runner count: every trial is sized by its own value, so every value is checked
+    searched = load_spec(
+        REPO / "tune_specs" / RLLIB_SPECS[0],
+        {"tune.search_space": {"method.config.num_env_runners": {"grid": [0, 1, 3]}}},
+    )
+    with pytest.raises(SpecError, match=r"needs 4 CPU .*searched \{'method.config.num_env_run"):
+        check_fits(searched, RL2RLlib, {"CPU": 2.0})

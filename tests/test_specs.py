@@ -355,6 +355,19 @@ def test_repo_specs_validate(path: Path | None) -> None:
     validate_spec(load_spec(path))
 
 
+@pytest.mark.parametrize("path", REPO_SPECS or [None], ids=lambda p: p.name if p else "none")
+def test_repo_specs_fit_a_two_core_machine(path: Path | None) -> None:
+    """One trial of every spec in tune_specs/ fits an embedded 2-CPU Ray, counted as
+    ``metaplat run`` checks it before starting (the trial's whole placement group: driver,
+    the method's own actors, pool workers; every searched resource value)."""
+    from metaplat.tuning.runner import check_fits
+
+    if path is None:
+        pytest.skip("no tune_specs/*.yaml yet")
+    spec = load_spec(path)
+    check_fits(spec, validate_spec(spec).method_cls, {"CPU": 2.0, "GPU": 0.0})
+
+
 def trainable_spec(**extra: Any) -> dict[str, Any]:
     return {
         "name": "nas",

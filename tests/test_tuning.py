@@ -314,13 +314,16 @@ def test_worker_resources_and_pool_wiring(tmp_path: Path, monkeypatch: pytest.Mo
             "max_task_retries": 1,
         },
     )
-    pgf = trial_resources(spec.workers)
+    pgf = trial_resources(spec, ToyLoop)
     assert isinstance(pgf, tune.PlacementGroupFactory)
     assert pgf.bundles == [{"CPU": 1.0}] + [{"CPU": 2.0, "GPU": 0.5}] * 3
     make_pool(spec.workers)
     assert calls == {"bundles": (3, 2.0, 0.5, 1.0), "pool": (3, 2.0, 0.5, 1)}
+    calls.clear()
+    assert isinstance(make_pool(spec.workers, uses_pool=False), LocalPool)  # no actor started
+    assert calls == {}
     local = toy_spec(tmp_path)
-    assert trial_resources(local.workers) == {"cpu": 1.0}
+    assert trial_resources(local, ToyLoop) == {"cpu": 1.0}
     assert isinstance(make_pool(local.workers), LocalPool)
 
 

@@ -37,6 +37,24 @@ class OuterLoop(ABC, Generic[C, S]):
     Config: ClassVar[type]
     State: ClassVar[type]
     task_kinds: ClassVar[tuple[str, ...]] = ("supervised",)
+    uses_pool: ClassVar[bool] = True
+    """Whether inner loops run on the ``workers`` pool. A method that starts its own actors
+    instead (RLlib's env runners) sets ``False``: its trials get ``LocalPool(1)``, start no
+    pool actor and reserve no pool bundles, and its specs must keep ``workers.num_workers``
+    at 0."""
+    resource_fields: ClassVar[tuple[str, ...]] = ()
+    """``Config`` fields that size :meth:`actor_bundles` (named in resource errors; their
+    searched values are checked against a local Ray before a sweep starts)."""
+
+    @classmethod
+    def actor_bundles(cls, config: Any) -> list[dict[str, float]]:
+        """Placement-group bundles for the actors this method starts itself, one per actor.
+
+        A Tune trial reserves ``[driver bundle] + actor_bundles(config) + [one bundle per
+        pool worker]``, so these sit at bundle indices ``1..n`` (where RLlib places env
+        runner ``i``). Zero entries are left out (Ray rejects them). Default: none.
+        """
+        return []
 
     def __init__(self, config: C, family: TaskFamily, pool: Pool, seed: int):
         if family.kind not in self.task_kinds:

@@ -130,7 +130,10 @@ class RL2RLlibConfig:
     episodes_per_trial: int = 10
     """K inner episodes per trial (one RLlib episode)."""
     num_env_runners: int = 0
-    """RLlib env-runner actors (0: sample in the algorithm's own process)."""
+    """RLlib env-runner actors (0: sample in the algorithm's own process). Each is one bundle
+    of the trial's placement group, after the driver's (which also holds RLlib's learner)."""
+    num_cpus_per_env_runner: float = 1.0
+    """CPUs per env-runner actor (and per env-runner bundle)."""
     num_envs_per_env_runner: int = 8
     """Trial envs per runner (gymnasium vector env)."""
     train_batch_size: int = 4000
@@ -171,6 +174,10 @@ class RL2RLlibConfig:
                 raise ValueError(f"{f} must be >= 1, got {getattr(self, f)!r}")
         if self.num_env_runners < 0:
             raise ValueError(f"num_env_runners must be >= 0, got {self.num_env_runners}")
+        if not self.num_cpus_per_env_runner > 0:  # also rejects NaN
+            raise ValueError(
+                f"num_cpus_per_env_runner must be > 0, got {self.num_cpus_per_env_runner!r}"
+            )
 
 
 @dataclasses.dataclass
@@ -199,6 +206,8 @@ def ppo_config(cfg: RL2RLlibConfig, family: TaskFamily, seed: int) -> Any:
         .environment(TrialEnv, env_config=env_config)
         .env_runners(
             num_env_runners=cfg.num_env_runners,
+            # typed int by RLlib; Ray schedules fractional CPUs (0.5: two runners per core)
+            num_cpus_per_env_runner=cfg.num_cpus_per_env_runner,  # type: ignore[arg-type]
             num_envs_per_env_runner=cfg.num_envs_per_env_runner,
             rollout_fragment_length="auto",
         )
@@ -279,12 +288,27 @@ class RLlibTrialPolicy:
 
 
 class RL2RLlib(OuterLoop[RL2RLlibConfig, RL2RLlibState]):
-    """RL² meta-training with RLlib's recurrent PPO (needs a running Ray, or starts one)."""
+    """RL² meta-training with RLlib's recurrent PPO (needs a running Ray, or starts one).
+
+    RLlib brings its own actors, so the metaplat pool is not used (``uses_pool = False``):
+    in a Tune trial the learner runs in the trial's process (bundle 0, ``driver_cpus``) and
+    env runner ``i`` in bundle ``i``, as RLlib's ``Algorithm.default_resource_request``
+    lays them out (``num_learners=0``, no evaluation runners).
+    """
 
     name = "rl2_rllib"
     Config = RL2RLlibConfig
     State = RL2RLlibState
     task_kinds = ("rl",)
+    uses_pool = False
+    resource_fields = ("num_env_runners", "num_cpus_per_env_runner")
+
+    @classmethod
+    def actor_bundles(cls, config: RL2RLlibConfig) -> list[dict[str, float]]:
+        """One ``{"CPU": num_cpus_per_env_runner}`` bundle per RLlib env runner."""
+        return [
+            {"CPU": float(config.num_cpus_per_env_runner)} for _ in range(config.num_env_runners)
+        ]
 
     def __init__(self, config: RL2RLlibConfig, family: TaskFamily, pool: Pool, seed: int):
         super().__init__(config, family, pool, seed)

@@ -208,6 +208,14 @@ def validate_spec(spec: ExperimentSpec) -> Resolved:
                 f"{' or '.join(method_cls.task_kinds)}; task.family {spec.task.family!r} is "
                 f"{family.kind!r}"
             )
+        if not method_cls.uses_pool and spec.workers.num_workers > 0:
+            own = ", ".join(f"method.config.{f}" for f in method_cls.resource_fields)
+            errors.append(
+                f"workers.num_workers: {spec.method.name!r} does not use the worker pool "
+                f"(it starts its own actors{', sized by ' + own if own else ''}), so "
+                f"{spec.workers.num_workers} pool worker(s) would sit idle on reserved "
+                "CPUs; set workers.num_workers: 0"
+            )
     if method_cls is not None:
         space = dict(spec.tune.search_space)
         if spec.tune.scheduler is not None and spec.tune.scheduler.name == "pbt":
@@ -333,6 +341,24 @@ def check_factory(factory: NamedFactory, kind: str, path: str) -> list[str]:
 
 
 # -- summaries -----------------------------------------------------------------------------
+def own_actors(spec: ExperimentSpec) -> str | None:
+    """For a method that starts its own actors instead of using the pool: how many and the
+    CPUs a trial reserves in all (``None`` for pool methods or an unresolvable spec)."""
+    if spec.method is None:
+        return None
+    try:
+        method_cls: type[Any] = resolve_method(spec.method.name)
+        if method_cls.uses_pool:
+            return None
+        from metaplat.tuning.trainable import bundle_totals, trial_bundles
+
+        bundles = trial_bundles(spec, method_cls)
+    except (SpecError, ValueError, TypeError):
+        return None
+    total = bundle_totals(bundles)
+    return f"driver + {len(bundles) - 1} {spec.method.name} actors ({total['CPU']:g} CPU)"
+
+
 def summary(spec: ExperimentSpec) -> str:
     """One line: what runs where, how many trials."""
     t, w = spec.tune, spec.workers
@@ -347,6 +373,9 @@ def summary(spec: ExperimentSpec) -> str:
         if w.num_workers == 0
         else f"{w.num_workers} workers x ({w.num_cpus:g} CPU, {w.num_gpus:g} GPU)"
     )
+    own = own_actors(spec)
+    if own is not None:
+        workers = own
     sched = spec.tune.scheduler.name if spec.tune.scheduler else "fifo"
     what = (
         f"trainable {spec.trainable}"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -172,7 +172,7 @@ def run_experiment(
 
     resolved = validate_spec(spec)
     if resolved.trainable is not None:
-        trainable = tune.with_resources(resolved.trainable, trial_resources(spec.workers))
+        trainable = tune.with_resources(resolved.trainable, trial_resources(spec))
     else:
         assert resolved.method_cls is not None
         trainable = make_trainable(spec, resolved.method_cls)
@@ -185,7 +185,7 @@ def run_experiment(
         )
     with ray_session(address, dashboard=dashboard) as embedded:
         if embedded:
-            check_fits_locally(spec)
+            check_fits_locally(spec, resolved.method_cls)
         if restorable:
             log.info("resuming %s", path)
             check_same_spec(spec, path)
@@ -198,22 +198,58 @@ def run_experiment(
         return tuner.fit()
 
 
-def check_fits_locally(spec: ExperimentSpec) -> None:
+def check_fits_locally(spec: ExperimentSpec, method_cls: type[Any] | None = None) -> None:
     """On a fixed-size local Ray, a trial that can never be placed is an error, not a hang."""
     import ray
 
-    w = spec.workers
-    have = ray.cluster_resources()
-    need = {"CPU": w.driver_cpus + w.num_workers * w.num_cpus, "GPU": w.num_workers * w.num_gpus}
-    short = {k: v for k, v in need.items() if v > have.get(k, 0.0) + 1e-9}
-    if short:
-        raise SpecError(
-            "workers: one trial needs "
-            + ", ".join(f"{v:g} {k}" for k, v in short.items())
-            + " but this local Ray has "
-            + ", ".join(f"{have.get(k, 0.0):g} {k}" for k in short)
-            + "; lower workers.num_workers / num_cpus / num_gpus, or run on a cluster (--address)"
-        )
+    check_fits(spec, method_cls, ray.cluster_resources())
+
+
+def check_fits(
+    spec: ExperimentSpec, method_cls: type[Any] | None, have: Mapping[str, float]
+) -> None:
+    """Raise :class:`SpecError` if one trial of ``spec`` reserves more CPUs or GPUs than
+    ``have`` (one machine's resources) holds. Counts exactly the placement group the trial
+    reserves (:func:`metaplat.tuning.trainable.trial_bundles`), for each searched value of
+    the method's resource fields; the message names the spec fields that size it."""
+    from metaplat.tuning.trainable import bundle_totals, resource_variants, trial_bundles
+
+    for searched, variant in resource_variants(spec, method_cls):
+        bundles = trial_bundles(variant, method_cls)
+        need = bundle_totals(bundles)
+        short = {k: need[k] for k in ("CPU", "GPU") if need[k] > have.get(k, 0.0) + 1e-9}
+        if short:
+            raise SpecError(too_big(method_cls, short, have, bundles, searched))
+
+
+def too_big(
+    method_cls: type[Any] | None,
+    short: Mapping[str, float],
+    have: Mapping[str, float],
+    bundles: list[dict[str, float]],
+    searched: Mapping[str, Any],
+) -> str:
+    """The error for a trial that does not fit: what it needs, what there is, the fields."""
+    uses_pool = getattr(method_cls, "uses_pool", True)
+    fields = []
+    if method_cls is not None and method_cls.resource_fields:
+        fields.append("method.config." + " / ".join(method_cls.resource_fields))
+    if uses_pool:
+        fields.append("workers.num_workers / num_cpus / num_gpus / driver_cpus")
+    else:
+        fields.append("workers.driver_cpus")
+    return (
+        ("workers" if uses_pool else "method.config")
+        + ": one trial needs "
+        + ", ".join(f"{v:g} {k}" for k, v in short.items())
+        + " but this local Ray has "
+        + ", ".join(f"{float(have.get(k, 0.0)):g} {k}" for k in short)
+        + f" (placement group {bundles}"
+        + (f" with searched {dict(searched)}" if searched else "")
+        + "); lower "
+        + " or ".join(fields)
+        + ", or run on a cluster (--address)"
+    )
 
 
 def check_same_spec(spec: ExperimentSpec, path: str) -> None:

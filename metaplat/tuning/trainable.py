@@ -5,9 +5,12 @@ Contract with :class:`metaplat.outer.base.OuterLoop` (what a method can rely on)
 1. The trial's spec is the experiment spec with the trial's sampled values filled in
    (:func:`metaplat.tuning.space.trial_spec`). The trainable builds, in this order: the task
    family (``task.family`` + ``task.config``), ``Method.Config(**method.config)``, the pool
-   (``LocalPool(1)`` for ``workers.num_workers == 0``, else ``RayPool(num_workers, num_cpus,
-   num_gpus, max_task_retries)`` whose actors land in the trial's placement group), then
-   ``Method(config, family, pool, seed=trial seed)``.
+   (``LocalPool(1)`` for ``workers.num_workers == 0`` or a method with ``uses_pool = False``,
+   else ``RayPool(num_workers, num_cpus, num_gpus, max_task_retries)`` whose actors land in
+   the trial's placement group), then ``Method(config, family, pool, seed=trial seed)``.
+   The placement group (:func:`trial_bundles`) is the driver's bundle, then
+   ``Method.actor_bundles(config)`` (actors the method starts itself, at indices 1..n), then
+   one bundle per pool worker.
 2. ``state = algo.init()``, or ``algo.load_state_dict(...)`` of the trial's latest checkpoint
    (``torch.load(..., weights_only=True)``: the state dict must hold tensors, numbers,
    strings and nested dicts/lists only).
@@ -27,6 +30,7 @@ Contract with :class:`metaplat.outer.base.OuterLoop` (what a method can rely on)
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import platform
@@ -46,9 +50,10 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FILE = "state.pt"
 
 
-def make_pool(workers: WorkersSection) -> Any:
-    """``LocalPool`` for 0 workers (in-process), else the Ray actor pool."""
-    if workers.num_workers == 0:
+def make_pool(workers: WorkersSection, uses_pool: bool = True) -> Any:
+    """``LocalPool`` for 0 workers (in-process) or a method that does not use the pool
+    (``uses_pool=False``: no actor is started), else the Ray actor pool."""
+    if workers.num_workers == 0 or not uses_pool:
         from metaplat.workers.base import LocalPool
 
         return LocalPool(1)
@@ -62,17 +67,74 @@ def make_pool(workers: WorkersSection) -> Any:
     )
 
 
-def trial_resources(workers: WorkersSection) -> Any:
-    """What one trial reserves: a placement group (driver bundle + one per worker) or CPUs."""
+def trial_bundles(
+    spec: ExperimentSpec, method_cls: type[Any] | None = None
+) -> list[dict[str, float]]:
+    """The placement-group bundles one trial of ``spec`` reserves (no Ray needed).
+
+    In order: the trial's own process (``{"CPU": workers.driver_cpus}``, ``{}`` for 0),
+    then the method's own actors (:meth:`~metaplat.outer.base.OuterLoop.actor_bundles`,
+    built from ``method.config``; RLlib puts env runner ``i`` in bundle ``i``), then one
+    bundle per pool worker if the method uses the pool (``uses_pool``) and
+    ``workers.num_workers > 0``. ``method_cls=None`` (a ``trainable`` spec): driver + pool.
+    """
+    w = spec.workers
+    bundles: list[dict[str, float]] = [{"CPU": float(w.driver_cpus)} if w.driver_cpus > 0 else {}]
+    if method_cls is not None:
+        assert spec.method is not None
+        config = build_method_config(method_cls, spec.method.config, "method.config")
+        for b in method_cls.actor_bundles(config):
+            bundle = {k: float(v) for k, v in b.items() if v > 0}
+            if not bundle:
+                raise ValueError(f"{method_cls.__name__}.actor_bundles gave an empty bundle {b}")
+            bundles.append(bundle)
+    if getattr(method_cls, "uses_pool", True) and w.num_workers > 0:
+        from metaplat.workers.resources import worker_bundles
+
+        bundles += worker_bundles(w.num_workers, w.num_cpus, w.num_gpus, w.driver_cpus)[1:]
+    return bundles
+
+
+def trial_resources(spec: ExperimentSpec, method_cls: type[Any] | None = None) -> Any:
+    """What one trial reserves (:func:`trial_bundles`): a ``PlacementGroupFactory``, or a
+    plain CPU request when the trial's process is all there is."""
     from ray import tune
 
-    if workers.num_workers == 0:
-        return {"cpu": workers.driver_cpus}
-    from metaplat.workers.resources import worker_bundles
+    bundles = trial_bundles(spec, method_cls)
+    if len(bundles) == 1:
+        return {"cpu": spec.workers.driver_cpus}
+    return tune.PlacementGroupFactory(bundles)
 
-    return tune.PlacementGroupFactory(
-        worker_bundles(workers.num_workers, workers.num_cpus, workers.num_gpus, workers.driver_cpus)
-    )
+
+def resource_variants(
+    spec: ExperimentSpec, method_cls: type[Any] | None
+) -> list[tuple[dict[str, Any], ExperimentSpec]]:
+    """``(searched values, spec with them filled in)`` for every combination of the
+    representative values (ends of ranges, every grid / choice value) of the searched
+    ``method.config`` fields that size the method's actors (``resource_fields``); just
+    ``[({}, spec)]`` when none is searched."""
+    fields = set(getattr(method_cls, "resource_fields", ()))
+    paths = [
+        p
+        for p in spec.tune.search_space
+        if p.startswith("method.config.") and p.split(".", 2)[2] in fields
+    ]
+    out = []
+    for values in itertools.product(*(spec.tune.search_space[p].representatives() for p in paths)):
+        variant = spec
+        for path, value in zip(paths, values, strict=True):
+            variant = variant.replace_path(path, value)
+        out.append((dict(zip(paths, values, strict=True)), variant))
+    return out
+
+
+def bundle_totals(bundles: list[dict[str, float]]) -> dict[str, float]:
+    """CPUs and GPUs (and any other resource) summed over ``bundles``."""
+    total = {"CPU": 0.0, "GPU": 0.0}
+    for bundle in bundles:
+        for k, v in bundle.items():
+            total[k] = total.get(k, 0.0) + float(v)
+    return total
 
 
 def provenance(spec: ExperimentSpec) -> dict[str, Any]:
@@ -136,7 +198,7 @@ def load_checkpoint(algo: Any, directory: Path) -> tuple[Any, int]:
     return algo.load_state_dict(payload["state"]), int(payload["iteration"])
 
 
-def run_trial(config: dict[str, Any], spec: ExperimentSpec, method_cls: type) -> None:
+def run_trial(config: dict[str, Any], spec: ExperimentSpec, method_cls: type[Any]) -> None:
     """Train one trial (see the module docstring for the contract)."""
     from ray import tune
 
@@ -148,7 +210,7 @@ def run_trial(config: dict[str, Any], spec: ExperimentSpec, method_cls: type) ->
     meta = provenance(spec)
     meta["meta/spec_hash"] = config.get(SPEC_HASH_KEY, meta["meta/spec_hash"])
     train = spec.train
-    pool = make_pool(spec.workers)
+    pool = make_pool(spec.workers, method_cls.uses_pool)
     try:
         algo = method_cls(method_config, family, pool, spec.seed)
         state, start = algo.init(), 0
@@ -192,5 +254,9 @@ def make_trainable(spec: ExperimentSpec, method_cls: type) -> Callable[[dict[str
     trainable.__name__ = trainable.__qualname__ = "".join(
         c if c.isalnum() else "_" for c in method_cls.__name__.lower()
     )
-    resources = trial_resources(spec.workers)
+
+    def resources(config: dict[str, Any]) -> Any:
+        # Per trial: a searched resource field (method.config.num_env_runners) sizes it.
+        return trial_resources(trial_spec(spec, config), method_cls)
+
     return tune.with_resources(trainable, resources)  # type: ignore[no-any-return]
