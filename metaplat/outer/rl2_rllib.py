@@ -93,7 +93,9 @@ class TrialEnv(gym.Env[np.ndarray, Any]):
         return spec
 
     def _flat(self, obs: Any) -> np.ndarray:
-        return spaces.flatten(self.inner_obs_space, obs).astype(np.float32)
+        # Box and Discrete observation spaces flatten to arrays (gymnasium's return type also
+        # covers Graph/Sequence spaces, which the wrapper does not accept)
+        return np.asarray(spaces.flatten(self.inner_obs_space, obs), dtype=np.float32)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
