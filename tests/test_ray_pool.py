@@ -310,5 +310,10 @@ def test_closed_pool_refuses_work(pool: Any) -> None:
     pool.close()  # idempotent
     with pytest.raises(RuntimeError, match="after close"):
         pool.map(ScaleSeeds(), torch.ones(1), specs(1))
+    # ray.kill is asynchronous: a call sent right after it may still be served, so the
+    # actor must be dead within a deadline rather than at once.
+    deadline = time.monotonic() + 60
     with pytest.raises(ray.exceptions.RayActorError):
-        ray.get(actors[0].info.remote(), timeout=30)
+        while time.monotonic() < deadline:
+            ray.get(actors[0].info.remote(), timeout=30)
+            time.sleep(0.2)
