@@ -399,6 +399,24 @@ def test_evaluation_does_not_depend_on_chunking_or_workers() -> None:
         assert ea[k] == pytest.approx(eb[k], rel=1e-6, abs=1e-9), k
 
 
+def test_conv4_evaluation_rounds_are_small_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """250 tasks per round held >20 GB of Conv4 activations at 20-way 5-shot (an OOM kill);
+    Conv4 evaluates 20 tasks per pool round unless eval_batch_size says otherwise."""
+    glyphs = make_family("glyphs", {"num_ways": 2, "num_shots": 1, "num_query": 1})
+    m = make("maml", glyphs, model="conv4", conv_channels=2, eval_inner_steps=1)
+    sizes: list[int] = []
+    real_map = m.pool.map
+
+    def spy(job: Any, payload: Any, specs: Any) -> Any:
+        sizes.append(len(specs))
+        return real_map(job, payload, specs)
+
+    monkeypatch.setattr(m.pool, "map", spy)
+    m.evaluate(m.init(), "test", 45)
+    assert sizes == [20, 20, 5]
+    assert make("maml").config.eval_batch_size is None  # MLP: 250 per round
+
+
 def test_tasks_per_pass_chunks_give_the_same_step() -> None:
     whole = make("maml", meta_batch_size=7)
     chunked = make("maml", meta_batch_size=7, tasks_per_pass=3)

@@ -85,8 +85,10 @@ class GradientConfig:
     """Conv4 filters per block."""
     eval_tasks: int = 100
     """Default number of fresh tasks scored by ``evaluate``."""
-    eval_batch_size: int = 250
-    """Tasks per pool round in ``evaluate`` (bounds worker memory)."""
+    eval_batch_size: int | None = None
+    """Tasks per pool round in ``evaluate`` (bounds worker memory); ``None``: 250 for the MLP,
+    20 for Conv4 (a round of 250 20-way 5-shot glyph episodes holds 50k images' activations,
+    over 20 GB)."""
     tasks_per_pass: int | None = None
     """Tasks a worker vectorises per backward pass (``None``: its whole shard); bounds memory."""
     per_step_bn: bool = False
@@ -103,7 +105,6 @@ class GradientConfig:
             "inner_steps",
             "conv_channels",
             "eval_tasks",
-            "eval_batch_size",
         ):
             v = getattr(self, f)
             _check(
@@ -149,6 +150,17 @@ class GradientConfig:
             "kernel",
             self.kernel,
             f"one of {', '.join(_KERNELS[self.model])} for model {self.model!r}",
+        )
+        _check(
+            self.eval_batch_size is None
+            or (
+                isinstance(self.eval_batch_size, int)
+                and not isinstance(self.eval_batch_size, bool)
+                and self.eval_batch_size >= 1
+            ),
+            "eval_batch_size",
+            self.eval_batch_size,
+            "null or an integer >= 1",
         )
         n = self.tasks_per_pass
         _check(
@@ -329,8 +341,9 @@ class GradientMethod(OuterLoop[GradientConfig, GradientState]):
         n = num_tasks or c.eval_tasks
         specs = self.family.sample(rng(self.seed, "eval", split), split, n)
         parts: list[ShardEval] = []
-        for i in range(0, n, c.eval_batch_size):
-            parts += self.pool.map(self.eval_job, state.params, specs[i : i + c.eval_batch_size])
+        size = c.eval_batch_size or (250 if c.model == "mlp" else 20)
+        for i in range(0, n, size):
+            parts += self.pool.map(self.eval_job, state.params, specs[i : i + size])
         losses = torch.cat([p.losses for p in parts])  # [n, steps + 1]
         accs = (
             None
