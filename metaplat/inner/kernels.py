@@ -47,7 +47,7 @@ def _layers(
     h, acts = x, []
     for i in range(num_linear):
         acts.append(h)
-        w, b = p[f"{2 * i}.weight"], p[f"{2 * i}.bias"].unsqueeze(1)
+        w, b = p[_w(i)], p[_b(i)].unsqueeze(1)
         if 1 in w.shape[1:]:
             h = _bmm(h, w.transpose(1, 2)) + b
         else:
@@ -55,6 +55,71 @@ def _layers(
         if i < num_linear - 1:
             h = torch.relu(h)
     return h, acts
+
+
+@dataclasses.dataclass
+class _Cache:
+    """One forward and backward of the MLP on a batch: what a Hessian-vector product reuses."""
+
+    acts: list[torch.Tensor]
+    """``acts[i]``: input of Linear ``i`` (``acts[i] > 0`` is the ReLU mask of layer ``i - 1``)."""
+    dz: dict[int, torch.Tensor]
+    """Loss gradient with respect to the output of Linear ``i`` (layers ``>= lowest``)."""
+    prob: torch.Tensor | None
+    """Softmax of the outputs (cross-entropy only)."""
+    grads: dict[str, torch.Tensor]
+    losses: torch.Tensor
+    out: torch.Tensor
+
+
+def _named(keys: Sequence[str], tensors: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+    return dict(zip(keys, tensors, strict=True))
+
+
+def _lowest_layer(names: Sequence[str]) -> int:
+    """Index of the lowest Linear among parameter names ``"<2i>.weight"``/``"<2i>.bias"``."""
+    return min(int(n.split(".")[0]) // 2 for n in names)
+
+
+def _w(i: int) -> str:
+    return f"{2 * i}.weight"
+
+
+def _b(i: int) -> str:
+    return f"{2 * i}.bias"
+
+
+def _loss_grad(
+    out: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Per-task losses, d loss / d out, and the softmax (cross-entropy) -- as ``task_losses``."""
+    t = out.shape[0]
+    if y.is_floating_point():
+        diff = out - y
+        return diff.pow(2).reshape(t, -1).mean(1), diff * (2.0 / diff[0].numel()), None
+    logp = F.log_softmax(out, -1)
+    prob = logp.exp()
+    losses = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).reshape(t, -1).mean(1)
+    return losses, (prob - F.one_hot(y, out.shape[-1]).to(out.dtype)) / y[0].numel(), prob
+
+
+def _run(
+    p: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, num_linear: int, lowest: int
+) -> _Cache:
+    """Forward, loss, and the backward down to Linear ``lowest``, keeping what an HVP needs."""
+    out, acts = _layers(x, p, num_linear)
+    losses, dz, prob = _loss_grad(out, y)
+    dzs: dict[int, torch.Tensor] = {}
+    grads: dict[str, torch.Tensor] = {}
+    for i in reversed(range(lowest, num_linear)):
+        dzs[i] = dz
+        grads[_w(i)] = _bmm(dz.transpose(1, 2), acts[i])
+        grads[_b(i)] = dz.sum(1)
+        if i > lowest:
+            # ReLU's derivative, with the op autograd itself uses (a float mask; multiplying
+            # by a bool mask costs 3x more on CPU); it is differentiable, its own derivative.
+            dz = torch.ops.aten.threshold_backward(_bmm(dz, p[_w(i)]), acts[i], 0)
+    return _Cache(acts, dzs, prob, grads, losses, out)
 
 
 def mlp_bmm_forward(num_linear: int, flatten: bool = False) -> Forward:
@@ -78,26 +143,8 @@ def mlp_value_and_grad(num_linear: int, flatten: bool = False) -> ValueAndGrad:
     def vg(
         p: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, names: Sequence[str]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        out, acts = _layers(x.flatten(2) if flatten else x, p, num_linear)
-        t = out.shape[0]
-        if y.is_floating_point():
-            diff = out - y
-            losses = diff.pow(2).reshape(t, -1).mean(1)
-            dz = diff * (2.0 / diff[0].numel())
-        else:
-            logp = F.log_softmax(out, -1)
-            losses = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).reshape(t, -1).mean(1)
-            dz = (logp.exp() - F.one_hot(y, out.shape[-1]).to(out.dtype)) / y[0].numel()
-        lowest = min(int(n.split(".")[0]) // 2 for n in names)
-        grads: dict[str, torch.Tensor] = {}
-        for i in reversed(range(lowest, num_linear)):
-            grads[f"{2 * i}.weight"] = _bmm(dz.transpose(1, 2), acts[i])
-            grads[f"{2 * i}.bias"] = dz.sum(1)
-            if i > lowest:
-                # ReLU's derivative, with the op autograd itself uses (a float mask; multiplying
-                # by a bool mask costs 3x more on CPU); it is differentiable, its own derivative.
-                dz = torch.ops.aten.threshold_backward(_bmm(dz, p[f"{2 * i}.weight"]), acts[i], 0)
-        return losses, {n: grads[n] for n in names}
+        c = _run(p, x.flatten(2) if flatten else x, y, num_linear, _lowest_layer(names))
+        return c.losses, {n: c.grads[n] for n in names}
 
     return vg
 
@@ -177,64 +224,6 @@ class MetaGradResult:
 MetaGrad = Callable[..., MetaGradResult]
 """``(params, (support_x, support_y), (query_x, query_y), steps, lr, names, lrs=None,
 first_order=False) -> MetaGradResult``; see :func:`mlp_meta_grad`."""
-
-
-@dataclasses.dataclass
-class _Cache:
-    """One forward and backward of the MLP on a batch: what a Hessian-vector product reuses."""
-
-    acts: list[torch.Tensor]
-    """``acts[i]``: input of Linear ``i`` (``acts[i] > 0`` is the ReLU mask of layer ``i - 1``)."""
-    dz: dict[int, torch.Tensor]
-    """Loss gradient with respect to the output of Linear ``i`` (layers ``>= lowest``)."""
-    prob: torch.Tensor | None
-    """Softmax of the outputs (cross-entropy only)."""
-    grads: dict[str, torch.Tensor]
-    losses: torch.Tensor
-    out: torch.Tensor
-
-
-def _named(keys: Sequence[str], tensors: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
-    return dict(zip(keys, tensors, strict=True))
-
-
-def _w(i: int) -> str:
-    return f"{2 * i}.weight"
-
-
-def _b(i: int) -> str:
-    return f"{2 * i}.bias"
-
-
-def _loss_grad(
-    out: torch.Tensor, y: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Per-task losses, d loss / d out, and the softmax (cross-entropy) -- as ``task_losses``."""
-    t = out.shape[0]
-    if y.is_floating_point():
-        diff = out - y
-        return diff.pow(2).reshape(t, -1).mean(1), diff * (2.0 / diff[0].numel()), None
-    logp = F.log_softmax(out, -1)
-    prob = logp.exp()
-    losses = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1).reshape(t, -1).mean(1)
-    return losses, (prob - F.one_hot(y, out.shape[-1]).to(out.dtype)) / y[0].numel(), prob
-
-
-def _run(
-    p: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, num_linear: int, lowest: int
-) -> _Cache:
-    """Forward, loss, and the backward down to Linear ``lowest``, keeping what an HVP needs."""
-    out, acts = _layers(x, p, num_linear)
-    losses, dz, prob = _loss_grad(out, y)
-    dzs: dict[int, torch.Tensor] = {}
-    grads: dict[str, torch.Tensor] = {}
-    for i in reversed(range(lowest, num_linear)):
-        dzs[i] = dz
-        grads[_w(i)] = _bmm(dz.transpose(1, 2), acts[i])
-        grads[_b(i)] = dz.sum(1)
-        if i > lowest:
-            dz = torch.ops.aten.threshold_backward(_bmm(dz, p[_w(i)]), acts[i], 0)
-    return _Cache(acts, dzs, prob, grads, losses, out)
 
 
 def _hvp(
@@ -322,7 +311,7 @@ def mlp_meta_grad(num_linear: int, flatten: bool = False, compile: bool = False)
         if flatten:
             sx, qx = sx.flatten(2), qx.flatten(2)
         is_mse = sy.is_floating_point()
-        lowest = min(int(n.split(".")[0]) // 2 for n in names)
+        lowest = _lowest_layer(names)
 
         rates = dict(lrs or {})
         learned = [n for n in names if n in rates]
