@@ -17,6 +17,7 @@ import argparse
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -81,6 +82,12 @@ def main() -> None:
         "--ckpt-dir", type=Path, default=Path("~/metaplat_results/rl2_table").expanduser()
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, help="learning rate for this training phase")
+    p.add_argument("--trials-per-update", type=int, help="tasks_per_iteration for this phase")
+    p.add_argument(
+        "--from-best", action="store_true", help="resume from the kept best state, not the last"
+    )
+    p.add_argument("--val-tasks", type=int, default=500, help="meta-val tasks that pick the best")
     args = p.parse_args()
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -91,14 +98,33 @@ def main() -> None:
         path = args.ckpt_dir / f"{setting.tag}.pt"
         if tag not in train and not path.exists():
             return None
+        overrides: dict[str, Any] = {}
+        if args.lr is not None:
+            overrides["learning_rate"] = args.lr
+        if args.trials_per_update is not None:
+            overrides["tasks_per_iteration"] = args.trials_per_update
         algo, state, facts = train_rl2(
-            setting, args.budget if tag in train else 0.0, args.seed, args.ckpt_dir
+            setting,
+            args.budget if tag in train else 0.0,
+            args.seed,
+            args.ckpt_dir,
+            overrides,
+            args.from_best,
+            args.val_tasks,
         )
         mean, half = score_rl2(algo, state, args.tasks, args.seed)
         note = (
             f"{facts['train_s'] / 60:.1f} min, {facts['iterations']} it, "
             f"{facts['env_steps'] / 1e6:.2f}M steps"
         )
+        phases = facts.get("phases", [])
+        if len(phases) > 1:
+            last = phases[-1]
+            note += (
+                f"; {len(phases)} phases, last from it {last['from_iteration']}"
+                f"{' (best)' if last['from_best'] else ''}: lr {last['learning_rate']:g}, "
+                f"{last['tasks_per_iteration']} trials/update"
+            )
         return mean, half, note
 
     if args.bandits:

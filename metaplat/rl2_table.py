@@ -139,13 +139,24 @@ def train_rl2(
     budget_s: float,
     seed: int,
     ckpt_dir: Path | None,
+    overrides: dict[str, Any] | None = None,
+    from_best: bool = False,
+    val_tasks: int = 500,
 ) -> tuple[RL2, Any, dict[str, Any]]:
     """Train RL² for ``budget_s`` seconds of wall clock (or resume/finish from a
     checkpoint in ``ckpt_dir``), keeping the parameters with the best meta-val return
     (the public reproduction also reports peak performance); returns the algorithm,
-    the kept state and facts about the run."""
+    the kept state and facts about the run.
+
+    A resumed run is a new *phase*: ``overrides`` replaces fields of the cell's
+    :class:`RL2Config` for it (e.g. a lower ``learning_rate`` and more
+    ``tasks_per_iteration`` to fine-tune), ``from_best`` resumes from the kept best
+    state instead of the last one, and ``val_tasks`` meta-val tasks pick the best (more
+    tasks: less selection bias from evaluation noise). Every phase with a budget is
+    listed in ``facts["phases"]``, so the cell's note can say how it was trained."""
     family = make_family(setting.family, setting.config)
-    algo = RL2(setting.rl2, family, LocalPool(1), seed)
+    rl2_cfg = dataclasses.replace(setting.rl2, **(overrides or {}))
+    algo = RL2(rl2_cfg, family, LocalPool(1), seed)
     path = ckpt_dir / f"{setting.tag}.pt" if ckpt_dir else None
     facts: dict[str, Any] = {"train_s": 0.0, "iterations": 0, "env_steps": 0, "best_val": None}
     state = algo.init()
@@ -155,12 +166,41 @@ def train_rl2(
         state = algo.load_state_dict(widen_inputs(saved["state"], algo.net.input_size))
         best = algo.load_state_dict(widen_inputs(saved["best"], algo.net.input_size))
         facts = saved["facts"]
+        facts.setdefault(  # a checkpoint from before phases were recorded: one phase
+            "phases",
+            [
+                {
+                    "from_iteration": 0,
+                    "from_best": False,
+                    "learning_rate": setting.rl2.learning_rate,
+                    "tasks_per_iteration": setting.rl2.tasks_per_iteration,
+                    "val_tasks": 500,
+                    "to_iteration": facts["iterations"],
+                }
+            ],
+        )
+        if from_best and budget_s > 0:
+            state = best
+    if budget_s > 0:
+        if facts["best_val"] is not None:
+            # re-score the kept state on this phase's tasks: maxima over noisier
+            # evaluations are not comparable
+            facts["best_val"] = algo.evaluate(best, "val", val_tasks)["val/trial_return"]
+        facts.setdefault("phases", []).append(
+            {
+                "from_iteration": state.iteration,
+                "from_best": from_best,
+                "learning_rate": rl2_cfg.learning_rate,
+                "tasks_per_iteration": rl2_cfg.tasks_per_iteration,
+                "val_tasks": val_tasks,
+            }
+        )
     start = time.perf_counter()
-    eval_every = max(1, int(20_000 // (setting.episodes * setting.rl2.tasks_per_iteration)) * 10)
+    eval_every = max(1, int(20_000 // (setting.episodes * rl2_cfg.tasks_per_iteration)) * 10)
     while time.perf_counter() - start < budget_s:
         state, metrics = algo.step(state)
         if state.iteration % eval_every == 0:
-            val = algo.evaluate(state, "val", 500)["val/trial_return"]
+            val = algo.evaluate(state, "val", val_tasks)["val/trial_return"]
             log.info(
                 "%s it %d train %.2f val %.2f",
                 setting.tag,
@@ -172,6 +212,8 @@ def train_rl2(
                 facts["best_val"], best = val, state
     facts["train_s"] += time.perf_counter() - start
     facts["iterations"], facts["env_steps"] = state.iteration, state.env_steps
+    if budget_s > 0:
+        facts["phases"][-1]["to_iteration"] = state.iteration
     if facts["best_val"] is None:
         best = state
     if path is not None:

@@ -224,6 +224,32 @@ class _Wrap:
         return self.call(state, inp)
 
 
+def test_table_training_resumes_in_recorded_phases(tmp_path: Any) -> None:
+    from metaplat.rl2_table import RL2Setting, train_rl2
+
+    cfg = RL2Config(episodes_per_trial=3, tasks_per_iteration=8, hidden_size=8, minibatches=2)
+    setting = RL2Setting("bandit", {"num_arms": 3}, 3, cfg)
+    algo, _, facts = train_rl2(setting, 0.3, 0, tmp_path, val_tasks=20)
+    first = facts["iterations"]
+    assert first > 0 and len(facts["phases"]) == 1
+    path = tmp_path / f"{setting.tag}.pt"
+    saved = torch.load(path, weights_only=True)
+    saved["best"] = algo.state_dict(algo.init())  # pretend the fresh policy was the best
+    torch.save(saved, path)
+    algo, _, facts = train_rl2(
+        setting, 0.3, 0, tmp_path, {"learning_rate": 1e-4, "tasks_per_iteration": 4}, True, 30
+    )
+    assert algo.config.learning_rate == 1e-4 and algo.config.tasks_per_iteration == 4
+    one, two = facts["phases"]
+    assert one["to_iteration"] == first and one["learning_rate"] == cfg.learning_rate
+    # the second phase starts from the kept best state, not from the last one
+    assert two["from_best"] and two["from_iteration"] == 0 < first
+    assert two["learning_rate"] == 1e-4 and two["to_iteration"] == facts["iterations"]
+    # scoring only (no budget) adds no phase
+    _, _, again = train_rl2(setting, 0.0, 0, tmp_path)
+    assert len(again["phases"]) == 2
+
+
 def test_config_errors_name_the_field() -> None:
     with pytest.raises(ValueError, match="gae_lambda must be in"):
         RL2Config(gae_lambda=1.5)
