@@ -1,7 +1,7 @@
 """Reproduce RL²'s Tables 1 (bandits) and 2 (tabular MDPs), with the paper's figures beside.
 
     PYTHONPATH=. python benchmarks/rl2_table.py                       # baselines + saved RL²
-    PYTHONPATH=. python benchmarks/rl2_table.py --train b10k5 --budget 600
+    PYTHONPATH=. python benchmarks/rl2_table.py --train b10x5 --budget 600
     PYTHONPATH=. python benchmarks/rl2_table.py --bandits 10x5,100x5 --mdp 10 --tasks 500
 
 Baselines are tuned on meta-val tasks and scored on 1000 (``--tasks``) meta-test tasks;
@@ -66,6 +66,16 @@ def rl2_setting(kind: str, n: int, k: int = 0) -> RL2Setting:
     return RL2Setting("tabular_mdp", {}, n, cfg)
 
 
+def cell_setting(tag: str) -> RL2Setting:
+    """The setting of a cell tag: ``b<n>x<k>`` (bandits) or ``m<n>`` (MDPs)."""
+    if tag.startswith("b") and "x" in tag:
+        n, k = map(int, tag[1:].split("x"))
+        return rl2_setting("bandit", n, k)
+    if tag.startswith("m"):
+        return rl2_setting("mdp", int(tag[1:]))
+    raise ValueError(f"cell tag {tag!r}: expected b<n>x<k> (e.g. b100x5) or m<n> (e.g. m10)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument(
@@ -86,6 +96,11 @@ def main() -> None:
     p.add_argument("--trials-per-update", type=int, help="tasks_per_iteration for this phase")
     p.add_argument(
         "--from-best", action="store_true", help="resume from the kept best state, not the last"
+    )
+    p.add_argument(
+        "--init-from",
+        default="",
+        help="warm-start cells without a checkpoint from this cell's best (e.g. b100x5)",
     )
     p.add_argument("--val-tasks", type=int, default=500, help="meta-val tasks that pick the best")
     args = p.parse_args()
@@ -111,12 +126,19 @@ def main() -> None:
             overrides,
             args.from_best,
             args.val_tasks,
+            cell_setting(args.init_from) if args.init_from else None,
         )
         mean, half = score_rl2(algo, state, args.tasks, args.seed)
         note = (
             f"{facts['train_s'] / 60:.1f} min, {facts['iterations']} it, "
             f"{facts['env_steps'] / 1e6:.2f}M steps"
         )
+        if "init_from" in facts:
+            src = facts["init_from"]
+            note += (
+                f"; warm-started from {src['tag']} ({src['train_s'] / 60:.0f} min, "
+                f"{src['env_steps'] / 1e6:.1f}M steps)"
+            )
         phases = facts.get("phases", [])
         if len(phases) > 1:
             last = phases[-1]

@@ -142,6 +142,7 @@ def train_rl2(
     overrides: dict[str, Any] | None = None,
     from_best: bool = False,
     val_tasks: int = 500,
+    init_from: RL2Setting | None = None,
 ) -> tuple[RL2, Any, dict[str, Any]]:
     """Train RL² for ``budget_s`` seconds of wall clock (or resume/finish from a
     checkpoint in ``ckpt_dir``), keeping the parameters with the best meta-val return
@@ -153,13 +154,35 @@ def train_rl2(
     ``tasks_per_iteration`` to fine-tune), ``from_best`` resumes from the kept best
     state instead of the last one, and ``val_tasks`` meta-val tasks pick the best (more
     tasks: less selection bias from evaluation noise). Every phase with a budget is
-    listed in ``facts["phases"]``, so the cell's note can say how it was trained."""
+    listed in ``facts["phases"]``, so the cell's note can say how it was trained.
+
+    ``init_from`` warm-starts a cell that has no checkpoint yet from another cell's kept
+    best parameters (same network shapes, e.g. bandits with more pulls per trial; fresh
+    Adam moments and counters); ``facts["init_from"]`` records that cell and its
+    training cost."""
     family = make_family(setting.family, setting.config)
     rl2_cfg = dataclasses.replace(setting.rl2, **(overrides or {}))
     algo = RL2(rl2_cfg, family, LocalPool(1), seed)
     path = ckpt_dir / f"{setting.tag}.pt" if ckpt_dir else None
     facts: dict[str, Any] = {"train_s": 0.0, "iterations": 0, "env_steps": 0, "best_val": None}
     state = algo.init()
+    if init_from is not None and ckpt_dir is not None and not (path and path.exists()):
+        source = torch.load(ckpt_dir / f"{init_from.tag}.pt", weights_only=True)
+        params = source["best"]["params"]
+        shapes = {k: tuple(v.shape) for k, v in state.params.items()}
+        if {k: tuple(v.shape) for k, v in params.items()} != shapes:
+            raise ValueError(
+                f"cannot warm-start {setting.tag} from {init_from.tag}: its parameters have "
+                f"other shapes (needs {shapes})"
+            )
+        state = dataclasses.replace(state, params={k: v.clone() for k, v in params.items()})
+        src = source["facts"]
+        facts["init_from"] = {
+            "tag": init_from.tag,
+            "train_s": src["train_s"],
+            "env_steps": src["env_steps"],
+            "iteration": source["best"]["iteration"],
+        }
     best = state
     if path is not None and path.exists():
         saved = torch.load(path, weights_only=True)

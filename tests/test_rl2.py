@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from typing import Any
@@ -248,6 +249,23 @@ def test_table_training_resumes_in_recorded_phases(tmp_path: Any) -> None:
     # scoring only (no budget) adds no phase
     _, _, again = train_rl2(setting, 0.0, 0, tmp_path)
     assert len(again["phases"]) == 2
+
+
+def test_table_cell_warm_starts_from_another_cells_best(tmp_path: Any) -> None:
+    from metaplat.rl2_table import RL2Setting, train_rl2
+
+    cfg = RL2Config(episodes_per_trial=3, tasks_per_iteration=8, hidden_size=8, minibatches=2)
+    short = RL2Setting("bandit", {"num_arms": 3}, 3, cfg)
+    _, src_best, _ = train_rl2(short, 0.2, 0, tmp_path)
+    longer = RL2Setting(
+        "bandit", {"num_arms": 3}, 6, dataclasses.replace(cfg, episodes_per_trial=6)
+    )
+    _, state, facts = train_rl2(longer, 0.0, 0, tmp_path, init_from=short)
+    assert facts["init_from"]["tag"] == short.tag and state.iteration == 0
+    assert all(torch.equal(state.params[k], src_best.params[k]) for k in state.params)
+    wider = RL2Setting("bandit", {"num_arms": 4}, 3, cfg)
+    with pytest.raises(ValueError, match="other shapes"):
+        train_rl2(wider, 0.0, 0, tmp_path, init_from=short)
 
 
 def test_config_errors_name_the_field() -> None:
