@@ -219,9 +219,26 @@ def train_rl2(
             }
         )
     start = time.perf_counter()
-    eval_every = max(1, int(20_000 // (setting.episodes * rl2_cfg.tasks_per_iteration)) * 10)
+    spent = facts["train_s"]
+    eval_every = 0  # iterations per evaluation: ~500k env steps (set after one step)
+
+    def save() -> None:
+        facts["train_s"] = spent + time.perf_counter() - start
+        facts["iterations"], facts["env_steps"] = state.iteration, state.env_steps
+        if budget_s > 0:
+            facts["phases"][-1]["to_iteration"] = state.iteration
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            kept = best if facts["best_val"] is not None else state
+            torch.save(
+                {"state": algo.state_dict(state), "best": algo.state_dict(kept), "facts": facts},
+                path,
+            )
+
     while time.perf_counter() - start < budget_s:
+        before = state.env_steps
         state, metrics = algo.step(state)
+        eval_every = eval_every or max(1, 500_000 // (state.env_steps - before))
         if state.iteration % eval_every == 0:
             val = algo.evaluate(state, "val", val_tasks)["val/trial_return"]
             log.info(
@@ -233,17 +250,10 @@ def train_rl2(
             )
             if facts["best_val"] is None or val > facts["best_val"]:
                 facts["best_val"], best = val, state
-    facts["train_s"] += time.perf_counter() - start
-    facts["iterations"], facts["env_steps"] = state.iteration, state.env_steps
-    if budget_s > 0:
-        facts["phases"][-1]["to_iteration"] = state.iteration
+            save()  # a killed run keeps what it has
+    save()
     if facts["best_val"] is None:
         best = state
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(
-            {"state": algo.state_dict(state), "best": algo.state_dict(best), "facts": facts}, path
-        )
     return algo, best, facts
 
 
