@@ -23,10 +23,11 @@ import torch
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
-def _rates(step: Any, state: Any, iterations: int) -> tuple[list[float], list[float]]:
-    """Whole-iteration env steps/s, and rollout-only steps/s where the step reports it."""
+def _rates(step: Any, state: Any, iterations: int) -> tuple[list[float], list[float], list[float]]:
+    """Whole-iteration env steps/s, and rollout-only and update-only steps/s where the
+    step reports its parts."""
     state, m = step(state)  # warm-up
-    rates, rollout = [], []
+    rates, rollout, update = [], [], []
     for _ in range(iterations):
         t0, before = time.perf_counter(), m["train/env_steps"]
         state, m = step(state)
@@ -34,7 +35,8 @@ def _rates(step: Any, state: Any, iterations: int) -> tuple[list[float], list[fl
         rates.append(steps / (time.perf_counter() - t0))
         if "train/rollout_s" in m:
             rollout.append(steps / m["train/rollout_s"])
-    return rates, rollout
+            update.append(steps / m["train/update_s"])
+    return rates, rollout, update
 
 
 def main() -> None:
@@ -45,8 +47,11 @@ def main() -> None:
     p.add_argument("--tasks", type=int, default=400, help="trials per update (both paths)")
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--skip-rllib", action="store_true")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch threads of the learner (both paths)"
+    )
     args = p.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
 
     from metaplat.outer.rl2 import RL2, RL2Config
     from metaplat.tasks.registry import make_family
@@ -56,6 +61,7 @@ def main() -> None:
     steps_per_update = args.tasks * args.n
     results: dict[str, float] = {}
     rollout_only: dict[str, float] = {}
+    update_only: dict[str, float] = {}
 
     import ray
 
@@ -88,11 +94,12 @@ def main() -> None:
             # 0: rollouts in this process (LocalPool), like the RLlib row's local sampling
             pool = LocalPool(1) if workers == 0 else make_pool(workers)
             algo = RL2(cfg, family, pool, seed=0)
-            rates, rollout = _rates(algo.step, algo.init(), args.iterations)
+            rates, rollout, update = _rates(algo.step, algo.init(), args.iterations)
             pool.close()
             name = "native, in-process" if workers == 0 else f"native, {workers} worker(s)"
             results[name] = statistics.median(rates)
             rollout_only[name] = statistics.median(rollout)
+            update_only[name] = statistics.median(update)
 
         if not args.skip_rllib:
             from metaplat.outer.rl2_rllib import RL2RLlib, RL2RLlibConfig
@@ -108,7 +115,7 @@ def main() -> None:
                 max_seq_len=args.n,
             )
             ralgo = RL2RLlib(rcfg, family, LocalPool(1), seed=0)
-            rates, _ = _rates(ralgo.step, ralgo.init(), args.iterations)
+            rates, _, _ = _rates(ralgo.step, ralgo.init(), args.iterations)
             ralgo.close()
             results["RLlib PPO+LSTM (local sampling)"] = statistics.median(rates)
     finally:
@@ -116,7 +123,8 @@ def main() -> None:
 
     print(
         f"RL² training throughput, bandit k={args.arms}, n={args.n}, {args.tasks} trials "
-        f"({steps_per_update} env steps) per update, width {args.hidden}, 4 PPO epochs; "
+        f"({steps_per_update} env steps) per update, width {args.hidden}, 4 PPO epochs, "
+        f"{args.threads} learner thread(s); "
         f"median of {args.iterations} iterations"
     )
     print(f"native rollout pool: {pool_kind}")
@@ -125,7 +133,10 @@ def main() -> None:
         ratio = f"{rate / base:8.1f}x RLlib" if base else ""
         print(f"  {name:40s} {rate:12,.0f} env steps/s  {ratio}")
     for name, rate in rollout_only.items():
-        print(f"  ({name}: rollout alone {rate:,.0f} env steps/s; the PPO update dominates)")
+        print(
+            f"  ({name}: rollout alone {rate:,.0f} env steps/s, "
+            f"learner's PPO update alone {update_only[name]:,.0f})"
+        )
     if base:
         print(
             f"target: native >= 100x RLlib -> "
