@@ -94,6 +94,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, help="learning rate for this training phase")
     p.add_argument("--trials-per-update", type=int, help="tasks_per_iteration for this phase")
+    p.add_argument("--entropy-coef", type=float, help="entropy bonus for this phase")
     p.add_argument(
         "--from-best", action="store_true", help="resume from the kept best state, not the last"
     )
@@ -118,6 +119,8 @@ def main() -> None:
             overrides["learning_rate"] = args.lr
         if args.trials_per_update is not None:
             overrides["tasks_per_iteration"] = args.trials_per_update
+        if args.entropy_coef is not None:
+            overrides["entropy_coef"] = args.entropy_coef
         algo, state, facts = train_rl2(
             setting,
             args.budget if tag in train else 0.0,
@@ -131,7 +134,7 @@ def main() -> None:
         mean, half = score_rl2(algo, state, args.tasks, args.seed)
         note = (
             f"{facts['train_s'] / 60:.1f} min, {facts['iterations']} it, "
-            f"{facts['env_steps'] / 1e6:.2f}M steps"
+            f"{facts.get('total_env_steps', facts['env_steps']) / 1e6:.2f}M steps"
         )
         if "init_from" in facts:
             src = facts["init_from"]
@@ -145,7 +148,8 @@ def main() -> None:
             note += (
                 f"; {len(phases)} phases, last from it {last['from_iteration']}"
                 f"{' (best)' if last['from_best'] else ''}: lr {last['learning_rate']:g}, "
-                f"{last['tasks_per_iteration']} trials/update"
+                f"{last['tasks_per_iteration']} trials/update, "
+                f"entropy {last.get('entropy_coef', setting.rl2.entropy_coef):g}"
             )
         return mean, half, note
 

@@ -197,11 +197,13 @@ def train_rl2(
                     "from_best": False,
                     "learning_rate": setting.rl2.learning_rate,
                     "tasks_per_iteration": setting.rl2.tasks_per_iteration,
+                    "entropy_coef": setting.rl2.entropy_coef,
                     "val_tasks": 500,
                     "to_iteration": facts["iterations"],
                 }
             ],
         )
+        facts.setdefault("total_env_steps", facts["env_steps"])
         if from_best and budget_s > 0:
             state = best
     if budget_s > 0:
@@ -215,16 +217,23 @@ def train_rl2(
                 "from_best": from_best,
                 "learning_rate": rl2_cfg.learning_rate,
                 "tasks_per_iteration": rl2_cfg.tasks_per_iteration,
+                "entropy_coef": rl2_cfg.entropy_coef,
                 "val_tasks": val_tasks,
             }
         )
     start = time.perf_counter()
-    spent = facts["train_s"]
+    spent, spent_steps, first_steps = (
+        facts["train_s"],
+        facts.get("total_env_steps", 0),
+        state.env_steps,
+    )
     eval_every = 0  # iterations per evaluation: ~500k env steps (set after one step)
 
     def save() -> None:
         facts["train_s"] = spent + time.perf_counter() - start
         facts["iterations"], facts["env_steps"] = state.iteration, state.env_steps
+        # env_steps: the kept lineage's; total_env_steps: all training, resumed branches too
+        facts["total_env_steps"] = spent_steps + state.env_steps - first_steps
         if budget_s > 0:
             facts["phases"][-1]["to_iteration"] = state.iteration
         if path is not None:

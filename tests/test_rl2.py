@@ -246,6 +246,8 @@ def test_table_training_resumes_in_recorded_phases(tmp_path: Any) -> None:
     # the second phase starts from the kept best state, not from the last one
     assert two["from_best"] and two["from_iteration"] == 0 < first
     assert two["learning_rate"] == 1e-4 and two["to_iteration"] == facts["iterations"]
+    # the lineage restarted at 0, but the compute of both phases is counted
+    assert facts["total_env_steps"] == first * 8 * 3 + facts["env_steps"]
     # scoring only (no budget) adds no phase
     _, _, again = train_rl2(setting, 0.0, 0, tmp_path)
     assert len(again["phases"]) == 2
