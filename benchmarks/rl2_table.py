@@ -3,12 +3,20 @@
     PYTHONPATH=. python benchmarks/rl2_table.py                       # baselines + saved RL²
     PYTHONPATH=. python benchmarks/rl2_table.py --train b10x5 --budget 600
     PYTHONPATH=. python benchmarks/rl2_table.py --bandits 10x5,100x5 --mdp 10 --tasks 500
+    # a fine-tuning phase: from the kept best, lower lr and entropy, bigger batches
+    PYTHONPATH=. python benchmarks/rl2_table.py --bandits 100x5 --mdp "" --train b100x5 \
+        --budget 1800 --lr 3e-4 --trials-per-update 512 --entropy-coef 0.001 --from-best \
+        --val-tasks 2000
+    # a longer-trial cell warm-started from a trained one
+    PYTHONPATH=. python benchmarks/rl2_table.py --bandits 500x5 --mdp "" --train b500x5 \
+        --init-from b100x5 --budget 2400
 
 Baselines are tuned on meta-val tasks and scored on 1000 (``--tasks``) meta-test tasks;
 RL² is scored on the same tasks with the same evaluation code. RL² cells come from
 checkpoints in ``--ckpt-dir`` (written by ``--train``; training resumes from them and
 adds ``--budget`` seconds per setting) and read "not trained" otherwise. Each trained
-cell's note gives its training wall clock, iterations and env steps.
+cell's note gives its training wall clock, iterations and all env steps trained (a
+from-best phase's abandoned branch included), its phases and any warm start.
 """
 
 from __future__ import annotations
