@@ -207,10 +207,9 @@ def train_rl2(
         if from_best and budget_s > 0:
             state = best
     if budget_s > 0:
-        if facts["best_val"] is not None:
-            # re-score the kept state on this phase's tasks: maxima over noisier
-            # evaluations are not comparable
-            facts["best_val"] = algo.evaluate(best, "val", val_tasks)["val/trial_return"]
+        # score the kept state (a fresh or warm start: the start) on this phase's tasks:
+        # it is a candidate, and maxima over noisier evaluations are not comparable
+        facts["best_val"] = algo.evaluate(best, "val", val_tasks)["val/trial_return"]
         facts.setdefault("phases", []).append(
             {
                 "from_iteration": state.iteration,
@@ -244,11 +243,13 @@ def train_rl2(
                 path,
             )
 
+    first_iteration = state.iteration
     while time.perf_counter() - start < budget_s:
         before = state.env_steps
         state, metrics = algo.step(state)
         eval_every = eval_every or max(1, 500_000 // (state.env_steps - before))
-        if state.iteration % eval_every == 0:
+        last = time.perf_counter() - start >= budget_s  # the final state is a candidate too
+        if state.iteration % eval_every == 0 or (last and state.iteration > first_iteration):
             val = algo.evaluate(state, "val", val_tasks)["val/trial_return"]
             log.info(
                 "%s it %d train %.2f val %.2f",
