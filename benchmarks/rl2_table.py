@@ -22,6 +22,7 @@ from-best phase's abandoned branch included), its phases and any warm start.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -74,6 +75,25 @@ def rl2_setting(kind: str, n: int, k: int = 0) -> RL2Setting:
     return RL2Setting("tabular_mdp", {}, n, cfg)
 
 
+def config_overrides(items: list[str]) -> dict[str, Any]:
+    """``["gae_lambda=0.95", ...]`` -> RL2Config fields, each value parsed as the field's
+    type; an unknown field or a bad value is an error that names it."""
+    fields = {f.name: f for f in dataclasses.fields(RL2Config)}
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in fields:
+            raise SystemExit(
+                f"--set {item!r}: expected FIELD=VALUE with FIELD one of {sorted(fields)}"
+            )
+        kind = type(getattr(RL2Config(), name))
+        try:
+            out[name] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+        except ValueError:
+            raise SystemExit(f"--set {item!r}: {value!r} is not a {kind.__name__}") from None
+    return out
+
+
 def cell_setting(tag: str) -> RL2Setting:
     """The setting of a cell tag: ``b<n>x<k>`` (bandits) or ``m<n>`` (MDPs)."""
     if tag.startswith("b") and "x" in tag:
@@ -104,6 +124,13 @@ def main() -> None:
     p.add_argument("--trials-per-update", type=int, help="tasks_per_iteration for this phase")
     p.add_argument("--entropy-coef", type=float, help="entropy bonus for this phase")
     p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="any other RL2Config field for this phase, e.g. gae_lambda=0.95 (repeatable)",
+    )
+    p.add_argument(
         "--from-best", action="store_true", help="resume from the kept best state, not the last"
     )
     p.add_argument(
@@ -129,6 +156,7 @@ def main() -> None:
             overrides["tasks_per_iteration"] = args.trials_per_update
         if args.entropy_coef is not None:
             overrides["entropy_coef"] = args.entropy_coef
+        overrides |= config_overrides(args.set)
         algo, state, facts = train_rl2(
             setting,
             args.budget if tag in train else 0.0,
@@ -159,6 +187,8 @@ def main() -> None:
                 f"{last['tasks_per_iteration']} trials/update, "
                 f"entropy {last.get('entropy_coef', setting.rl2.entropy_coef):g}"
             )
+            extra = {k: v for k, v in last.get("overrides", {}).items() if k not in last}
+            note += "".join(f", {k} {v}" for k, v in extra.items())
         return mean, half, note
 
     if args.bandits:

@@ -218,6 +218,7 @@ def train_rl2(
                 "tasks_per_iteration": rl2_cfg.tasks_per_iteration,
                 "entropy_coef": rl2_cfg.entropy_coef,
                 "val_tasks": val_tasks,
+                "overrides": dict(overrides or {}),
             }
         )
     start = time.perf_counter()
