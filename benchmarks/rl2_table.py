@@ -22,7 +22,6 @@ from-best phase's abandoned branch included), its phases and any warm start.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ from metaplat.rl2_table import (
     PAPER_MDP,
     RL2Setting,
     bandit_candidates,
+    config_overrides,
     format_table,
     mdp_candidates,
     score_baselines,
@@ -73,25 +73,6 @@ def rl2_setting(kind: str, n: int, k: int = 0) -> RL2Setting:
         time_inputs=True,
     )
     return RL2Setting("tabular_mdp", {}, n, cfg)
-
-
-def config_overrides(items: list[str]) -> dict[str, Any]:
-    """``["gae_lambda=0.95", ...]`` -> RL2Config fields, each value parsed as the field's
-    type; an unknown field or a bad value is an error that names it."""
-    fields = {f.name: f for f in dataclasses.fields(RL2Config)}
-    out: dict[str, Any] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or name not in fields:
-            raise SystemExit(
-                f"--set {item!r}: expected FIELD=VALUE with FIELD one of {sorted(fields)}"
-            )
-        kind = type(getattr(RL2Config(), name))
-        try:
-            out[name] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
-        except ValueError:
-            raise SystemExit(f"--set {item!r}: {value!r} is not a {kind.__name__}") from None
-    return out
 
 
 def cell_setting(tag: str) -> RL2Setting:
@@ -143,26 +124,29 @@ def main() -> None:
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     train = {t.strip() for t in args.train.split(",") if t.strip()}
+    overrides: dict[str, Any] = {}  # for the cells trained now
+    if args.lr is not None:
+        overrides["learning_rate"] = args.lr
+    if args.trials_per_update is not None:
+        overrides["tasks_per_iteration"] = args.trials_per_update
+    if args.entropy_coef is not None:
+        overrides["entropy_coef"] = args.entropy_coef
+    try:
+        overrides |= config_overrides(args.set)
+    except ValueError as e:
+        p.error(str(e))
     t0 = time.perf_counter()
 
     def rl2_cell(tag: str, setting: RL2Setting) -> tuple[float, float, str] | None:
         path = args.ckpt_dir / f"{setting.tag}.pt"
         if tag not in train and not path.exists():
             return None
-        overrides: dict[str, Any] = {}
-        if args.lr is not None:
-            overrides["learning_rate"] = args.lr
-        if args.trials_per_update is not None:
-            overrides["tasks_per_iteration"] = args.trials_per_update
-        if args.entropy_coef is not None:
-            overrides["entropy_coef"] = args.entropy_coef
-        overrides |= config_overrides(args.set)
         algo, state, facts = train_rl2(
             setting,
             args.budget if tag in train else 0.0,
             args.seed,
             args.ckpt_dir,
-            overrides,
+            overrides if tag in train else None,
             args.from_best,
             args.val_tasks,
             cell_setting(args.init_from) if args.init_from else None,

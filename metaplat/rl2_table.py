@@ -134,6 +134,26 @@ class RL2Setting:
         return f"rl2_{self.family}_{cfg}_n{self.episodes}"
 
 
+def config_overrides(items: list[str]) -> dict[str, Any]:
+    """``["gae_lambda=0.95", ...]`` -> RL2Config fields, each value parsed as the field's
+    type; an unknown field or a bad value is an error that names it."""
+    fields = {f.name: f for f in dataclasses.fields(RL2Config)}
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in fields:
+            raise ValueError(
+                f"--set {item!r}: expected FIELD=VALUE with FIELD one of {sorted(fields)}"
+            )
+        kind = type(getattr(RL2Config(), name))
+        flags = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+        try:
+            out[name] = flags[value.lower()] if kind is bool else kind(value)
+        except (KeyError, ValueError):
+            raise ValueError(f"--set {item!r}: {value!r} is not a {kind.__name__}") from None
+    return out
+
+
 def train_rl2(
     setting: RL2Setting,
     budget_s: float,

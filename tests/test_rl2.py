@@ -270,6 +270,20 @@ def test_table_cell_warm_starts_from_another_cells_best(tmp_path: Any) -> None:
         train_rl2(wider, 0.0, 0, tmp_path, init_from=short)
 
 
+def test_table_phase_overrides_parse_to_field_types_and_name_bad_ones() -> None:
+    from metaplat.rl2_table import config_overrides
+
+    got = config_overrides(["gae_lambda=0.95", "epochs=3", "time_inputs=true"])
+    assert got == {"gae_lambda": 0.95, "epochs": 3, "time_inputs": True}
+    assert type(got["epochs"]) is int
+    with pytest.raises(ValueError, match="gae_lamda.*one of.*gae_lambda"):
+        config_overrides(["gae_lamda=0.9"])
+    with pytest.raises(ValueError, match="'x' is not a int"):
+        config_overrides(["epochs=x"])
+    with pytest.raises(ValueError, match="is not a bool"):
+        config_overrides(["time_inputs=maybe"])
+
+
 def test_config_errors_name_the_field() -> None:
     with pytest.raises(ValueError, match="gae_lambda must be in"):
         RL2Config(gae_lambda=1.5)
