@@ -151,24 +151,14 @@ class GradientConfig:
             self.kernel,
             f"one of {', '.join(_KERNELS[self.model])} for model {self.model!r}",
         )
-        _check(
-            self.eval_batch_size is None
-            or (
-                isinstance(self.eval_batch_size, int)
-                and not isinstance(self.eval_batch_size, bool)
-                and self.eval_batch_size >= 1
-            ),
-            "eval_batch_size",
-            self.eval_batch_size,
-            "null or an integer >= 1",
-        )
-        n = self.tasks_per_pass
-        _check(
-            n is None or (isinstance(n, int) and not isinstance(n, bool) and n >= 1),
-            "tasks_per_pass",
-            n,
-            "null or an integer >= 1",
-        )
+        for f in ("eval_batch_size", "tasks_per_pass"):
+            n = getattr(self, f)
+            _check(
+                n is None or (isinstance(n, int) and not isinstance(n, bool) and n >= 1),
+                f,
+                n,
+                "null or an integer >= 1",
+            )
         _check(
             not self.compile
             or (self.model == "mlp" and self.vectorize and self.kernel in ("auto", "bmm")),
