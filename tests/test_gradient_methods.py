@@ -161,6 +161,8 @@ def test_inner_adam_matches_torch_optim_per_task() -> None:
         ("reptile", "inner_optimizer", "lbfgs"),
         ("anil", "hidden", (0,)),
         ("maml", "tasks_per_pass", 0),
+        ("maml", "eval_batch_size", 0),
+        ("maml", "eval_batch_size", True),
         ("maml", "kernel", "grouped"),
     ],
 )
