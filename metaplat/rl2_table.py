@@ -154,6 +154,25 @@ def config_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _phase(
+    cfg: RL2Config,
+    from_iteration: int,
+    from_best: bool,
+    val_tasks: int,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The record of one training phase in a cell's ``facts["phases"]``."""
+    return {
+        "from_iteration": from_iteration,
+        "from_best": from_best,
+        "learning_rate": cfg.learning_rate,
+        "tasks_per_iteration": cfg.tasks_per_iteration,
+        "entropy_coef": cfg.entropy_coef,
+        "val_tasks": val_tasks,
+        "overrides": dict(overrides or {}),
+    }
+
+
 def train_rl2(
     setting: RL2Setting,
     budget_s: float,
@@ -209,20 +228,9 @@ def train_rl2(
         state = algo.load_state_dict(widen_inputs(saved["state"], algo.net.input_size))
         best = algo.load_state_dict(widen_inputs(saved["best"], algo.net.input_size))
         facts = saved["facts"]
-        facts.setdefault(  # a checkpoint from before phases were recorded: one phase
-            "phases",
-            [
-                {
-                    "from_iteration": 0,
-                    "from_best": False,
-                    "learning_rate": setting.rl2.learning_rate,
-                    "tasks_per_iteration": setting.rl2.tasks_per_iteration,
-                    "entropy_coef": setting.rl2.entropy_coef,
-                    "val_tasks": 500,
-                    "to_iteration": facts["iterations"],
-                }
-            ],
-        )
+        # a checkpoint from before phases were recorded: one phase, the cell's own config
+        old = _phase(setting.rl2, 0, False, 500) | {"to_iteration": facts["iterations"]}
+        facts.setdefault("phases", [old])
         facts.setdefault("total_env_steps", facts["env_steps"])
         if from_best and budget_s > 0:
             state = best
@@ -230,17 +238,8 @@ def train_rl2(
         # score the kept state (a fresh or warm start: the start) on this phase's tasks:
         # it is a candidate, and maxima over noisier evaluations are not comparable
         facts["best_val"] = algo.evaluate(best, "val", val_tasks)["val/trial_return"]
-        facts.setdefault("phases", []).append(
-            {
-                "from_iteration": state.iteration,
-                "from_best": from_best,
-                "learning_rate": rl2_cfg.learning_rate,
-                "tasks_per_iteration": rl2_cfg.tasks_per_iteration,
-                "entropy_coef": rl2_cfg.entropy_coef,
-                "val_tasks": val_tasks,
-                "overrides": dict(overrides or {}),
-            }
-        )
+        phase = _phase(rl2_cfg, state.iteration, from_best, val_tasks, overrides)
+        facts.setdefault("phases", []).append(phase)
     start = time.perf_counter()
     spent, spent_steps, first_steps = (
         facts["train_s"],
@@ -258,19 +257,17 @@ def train_rl2(
             facts["phases"][-1]["to_iteration"] = state.iteration
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            kept = best if facts["best_val"] is not None else state
             torch.save(
-                {"state": algo.state_dict(state), "best": algo.state_dict(kept), "facts": facts},
+                {"state": algo.state_dict(state), "best": algo.state_dict(best), "facts": facts},
                 path,
             )
 
-    first_iteration = state.iteration
     while time.perf_counter() - start < budget_s:
         before = state.env_steps
         state, metrics = algo.step(state)
         eval_every = eval_every or max(1, 500_000 // (state.env_steps - before))
         last = time.perf_counter() - start >= budget_s  # the final state is a candidate too
-        if state.iteration % eval_every == 0 or (last and state.iteration > first_iteration):
+        if state.iteration % eval_every == 0 or last:
             val = algo.evaluate(state, "val", val_tasks)["val/trial_return"]
             log.info(
                 "%s it %d train %.2f val %.2f",
@@ -283,8 +280,6 @@ def train_rl2(
                 facts["best_val"], best = val, state
             save()  # a killed run keeps what it has
     save()
-    if facts["best_val"] is None:
-        best = state
     return algo, best, facts
 
 
