@@ -134,6 +134,10 @@ class RL2Setting:
         return f"rl2_{self.family}_{cfg}_n{self.episodes}"
 
 
+NETWORK_FIELDS = ("time_inputs",)
+"""RL2Config fields that change the network's shape and so persist across phases."""
+
+
 def config_overrides(items: list[str]) -> dict[str, Any]:
     """``["gae_lambda=0.95", ...]`` -> RL2Config fields, each value parsed as the field's
     type; an unknown field or a bad value is an error that names it."""
@@ -200,12 +204,19 @@ def train_rl2(
     Adam moments and counters); ``facts["init_from"]`` records that cell and its
     training cost."""
     family = make_family(setting.family, setting.config)
-    rl2_cfg = dataclasses.replace(setting.rl2, **(overrides or {}))
-    algo = RL2(rl2_cfg, family, LocalPool(1), seed)
     path = ckpt_dir / f"{setting.tag}.pt" if ckpt_dir else None
+    saved = torch.load(path, weights_only=True) if path is not None and path.exists() else None
+    # fields that shape the network stay as the cell's last phase set them (a phase that
+    # switched time_inputs on left a policy that reads them), unless overridden again
+    carried = {}
+    if saved is not None and saved["facts"].get("phases"):
+        last = saved["facts"]["phases"][-1].get("overrides", {})
+        carried = {k: v for k, v in last.items() if k in NETWORK_FIELDS}
+    rl2_cfg = dataclasses.replace(setting.rl2, **(carried | (overrides or {})))
+    algo = RL2(rl2_cfg, family, LocalPool(1), seed)
     facts: dict[str, Any] = {"train_s": 0.0, "iterations": 0, "env_steps": 0, "best_val": None}
     state = algo.init()
-    if init_from is not None and ckpt_dir is not None and not (path and path.exists()):
+    if init_from is not None and ckpt_dir is not None and saved is None:
         source = torch.load(ckpt_dir / f"{init_from.tag}.pt", weights_only=True)
         params = source["best"]["params"]
         shapes = {k: tuple(v.shape) for k, v in state.params.items()}
@@ -223,8 +234,7 @@ def train_rl2(
             "iteration": source["best"]["iteration"],
         }
     best = state
-    if path is not None and path.exists():
-        saved = torch.load(path, weights_only=True)
+    if saved is not None:
         state = algo.load_state_dict(widen_inputs(saved["state"], algo.net.input_size))
         best = algo.load_state_dict(widen_inputs(saved["best"], algo.net.input_size))
         facts = saved["facts"]
@@ -238,7 +248,7 @@ def train_rl2(
         # score the kept state (a fresh or warm start: the start) on this phase's tasks:
         # it is a candidate, and maxima over noisier evaluations are not comparable
         facts["best_val"] = algo.evaluate(best, "val", val_tasks)["val/trial_return"]
-        phase = _phase(rl2_cfg, state.iteration, from_best, val_tasks, overrides)
+        phase = _phase(rl2_cfg, state.iteration, from_best, val_tasks, carried | (overrides or {}))
         facts.setdefault("phases", []).append(phase)
     start = time.perf_counter()
     spent, spent_steps, first_steps = (

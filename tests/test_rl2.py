@@ -253,6 +253,25 @@ def test_table_training_resumes_in_recorded_phases(tmp_path: Any) -> None:
     assert len(again["phases"]) == 2
 
 
+def test_table_phase_that_adds_time_inputs_keeps_them_for_later_phases_and_scoring(
+    tmp_path: Any,
+) -> None:
+    from metaplat.rl2_table import RL2Setting, train_rl2
+
+    cfg = RL2Config(episodes_per_trial=3, tasks_per_iteration=8, hidden_size=8, minibatches=2)
+    setting = RL2Setting("bandit", {"num_arms": 3}, 3, cfg)
+    train_rl2(setting, 0.2, 0, tmp_path, val_tasks=10)
+    algo, _, _ = train_rl2(setting, 0.2, 0, tmp_path, {"time_inputs": True}, val_tasks=10)
+    assert algo.net.time_inputs
+    # a later phase that overrides something else, and scoring, keep the wider policy
+    algo, best, facts = train_rl2(setting, 0.2, 0, tmp_path, {"learning_rate": 1e-4}, val_tasks=10)
+    assert algo.net.time_inputs and algo.config.learning_rate == 1e-4
+    assert facts["phases"][-1]["overrides"] == {"time_inputs": True, "learning_rate": 1e-4}
+    algo, best, _ = train_rl2(setting, 0.0, 0, tmp_path)
+    assert algo.net.time_inputs
+    assert best.params["gru.weight_ih_l0"].shape[1] == algo.net.input_size
+
+
 def test_table_cell_warm_starts_from_another_cells_best(tmp_path: Any) -> None:
     from metaplat.rl2_table import RL2Setting, train_rl2
 
