@@ -99,10 +99,13 @@ def score_baselines(
     tune_tasks: int,
     seed: int,
     split: Split = "test",
+    per_task: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Cell]:
     """Tune each method's grid on ``tune_tasks`` meta-val tasks, score the best on
     ``num_tasks`` tasks of ``split`` (the same tasks RL² is scored on: meta-test for the
-    table; meta-val for levels beside an RL² run's ``val/trial_return`` curve)."""
+    table; meta-val for levels beside an RL² run's ``val/trial_return`` curve).
+    ``per_task``, when given, receives each method's per-task returns (for
+    :func:`paired_gap`)."""
     family = make_family(family_name, config)
     val = evaluation_specs(family, "val", tune_tasks, seed)
     test = evaluation_specs(family, split, num_tasks, seed)
@@ -116,7 +119,28 @@ def score_baselines(
             best = grid[max(range(len(grid)), key=scores.__getitem__)]
         ret = evaluate_policy(best[1](), test, episodes, seed + 2)
         out[name] = (*mean_ci95(ret.numpy()), best[0])
+        if per_task is not None:
+            per_task[name] = ret
     return out
+
+
+def paired_gap(
+    cells: dict[str, Cell],
+    per_task: dict[str, torch.Tensor],
+    method: str = "rl2",
+    exclude: Sequence[str] = ("oracle",),
+) -> tuple[str, float, float] | None:
+    """``method`` minus the best other method (by mean), task by task: the baseline's name,
+    the mean difference and its 95% CI half-width. Every method meets the same tasks with the
+    same reset seeds, so the paired CI is much narrower than either method's own; a gap
+    whose CI covers 0 is a tie. ``exclude`` names upper bounds that are not baselines (the
+    MDP oracle). None when ``method`` or the others have no per-task returns."""
+    others = {m: c for m, c in cells.items() if m != method and m not in exclude and m in per_task}
+    if method not in per_task or not others:
+        return None
+    best = max(others, key=lambda m: others[m][0])
+    diff = per_task[method].double() - per_task[best].double()
+    return (best, *mean_ci95(diff.numpy()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -310,11 +334,11 @@ def widen_inputs(saved: dict[str, Any], input_size: int) -> dict[str, Any]:
     return out
 
 
-def score_rl2(algo: RL2, state: Any, num_tasks: int, seed: int) -> tuple[float, float]:
-    """RL² on the same meta-test tasks and evaluation code as the baselines."""
+def score_rl2(algo: RL2, state: Any, num_tasks: int, seed: int) -> torch.Tensor:
+    """RL²'s per-task returns on the same meta-test tasks, with the same reset seeds and
+    evaluation code as the baselines."""
     test = evaluation_specs(algo.family, "test", num_tasks, seed)
-    ret = evaluate_policy(algo.policy(state), test, algo.config.episodes_per_trial, seed + 2)
-    return mean_ci95(ret.numpy())
+    return evaluate_policy(algo.policy(state), test, algo.config.episodes_per_trial, seed + 2)
 
 
 def format_table(

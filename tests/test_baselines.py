@@ -146,6 +146,27 @@ def test_reproduction_table_scores_and_formats_a_tiny_setting() -> None:
     assert "not trained [6.7]" in text and "[6.6]" in text and "ucb1: c=" in text
 
 
+def test_paired_gap_compares_with_the_best_baseline_task_by_task() -> None:
+    from metaplat.rl2_table import bandit_candidates, paired_gap, score_baselines
+
+    per_task: dict[str, torch.Tensor] = {}
+    cells = score_baselines(
+        "bandit", {"num_arms": 3}, 10, bandit_candidates(10), 100, 20, 0, per_task=per_task
+    )
+    assert set(per_task) == set(cells) and all(len(r) == 100 for r in per_task.values())
+    best = max(cells, key=lambda m: cells[m][0])
+    assert per_task[best].mean().item() == pytest.approx(cells[best][0])
+    # a method that gets the best baseline's return plus 1 on every task: +1 with no spread
+    cells["rl2"] = (cells[best][0] + 1, 0.0, "")
+    per_task["rl2"] = per_task[best] + 1
+    name, diff, half = paired_gap(cells, per_task)
+    assert name == best and diff == pytest.approx(1.0) and half == pytest.approx(0.0, abs=1e-9)
+    # an upper bound (the MDP oracle) is not a baseline to compare with
+    cells["oracle"], per_task["oracle"] = (99.0, 0.0, ""), per_task[best] + 9
+    assert paired_gap(cells, per_task)[0] == best
+    assert paired_gap(cells, {}) is None
+
+
 def test_gamma_and_beta_samplers_have_the_right_moments() -> None:
     from metaplat.baselines.sampling import beta_sample, gamma_sample
 
