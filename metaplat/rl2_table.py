@@ -313,7 +313,8 @@ def train_rl2(
             if facts["best_val"] is None or val > facts["best_val"]:
                 facts["best_val"], best = val, state
             save()  # a killed run keeps what it has
-    save()
+    if budget_s > 0:  # scoring only leaves the checkpoint as it is (it may be a shipped one)
+        save()
     return algo, best, facts
 
 

@@ -248,9 +248,10 @@ def test_table_training_resumes_in_recorded_phases(tmp_path: Any) -> None:
     assert two["learning_rate"] == 1e-4 and two["to_iteration"] == facts["iterations"]
     # the lineage restarted at 0, but the compute of both phases is counted
     assert facts["total_env_steps"] == first * 8 * 3 + facts["env_steps"]
-    # scoring only (no budget) adds no phase
+    # scoring only (no budget) adds no phase and leaves the checkpoint untouched
+    before = path.read_bytes()
     _, _, again = train_rl2(setting, 0.0, 0, tmp_path)
-    assert len(again["phases"]) == 2
+    assert len(again["phases"]) == 2 and path.read_bytes() == before
 
 
 def test_table_phase_that_adds_time_inputs_keeps_them_for_later_phases_and_scoring(
