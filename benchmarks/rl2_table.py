@@ -29,7 +29,6 @@ from typing import Any
 
 import torch
 
-from metaplat.outer.rl2 import RL2Config
 from metaplat.rl2_table import (
     BANDIT_METHODS,
     MDP_METHODS,
@@ -37,54 +36,17 @@ from metaplat.rl2_table import (
     PAPER_MDP,
     RL2Setting,
     bandit_candidates,
+    cell_setting,
     config_overrides,
     format_table,
     mdp_candidates,
     paired_gap,
+    rl2_setting,
     score_baselines,
     score_rl2,
     train_rl2,
 )
 from metaplat.stats import mean_ci95
-
-
-def rl2_setting(kind: str, n: int, k: int = 0) -> RL2Setting:
-    """The RL² configuration used per cell (small enough for a CPU budget)."""
-    if kind == "bandit":
-        tasks = 512 if n <= 10 else 128
-        cfg = RL2Config(
-            episodes_per_trial=n,
-            tasks_per_iteration=tasks,
-            hidden_size=128,
-            learning_rate=1e-3,
-            epochs=4,
-            minibatches=4,
-        )
-        return RL2Setting("bandit", {"num_arms": k}, n, cfg)
-    # MDPs: GAE lambda 0.95 (0.3 let the policy's entropy collapse before the return rose)
-    # and the step-in-episode/trial inputs (which the value head needs for 100-step trials);
-    # a checkpoint without those inputs resumes with zero weights on them.
-    cfg = RL2Config(
-        episodes_per_trial=n,
-        tasks_per_iteration=256,
-        hidden_size=128,
-        learning_rate=1e-3,
-        epochs=4,
-        minibatches=4,
-        gae_lambda=0.95,
-        time_inputs=True,
-    )
-    return RL2Setting("tabular_mdp", {}, n, cfg)
-
-
-def cell_setting(tag: str) -> RL2Setting:
-    """The setting of a cell tag: ``b<n>x<k>`` (bandits) or ``m<n>`` (MDPs)."""
-    if tag.startswith("b") and "x" in tag:
-        n, k = map(int, tag[1:].split("x"))
-        return rl2_setting("bandit", n, k)
-    if tag.startswith("m"):
-        return rl2_setting("mdp", int(tag[1:]))
-    raise ValueError(f"cell tag {tag!r}: expected b<n>x<k> (e.g. b100x5) or m<n> (e.g. m10)")
 
 
 def with_gap(

@@ -158,6 +158,45 @@ class RL2Setting:
         return f"rl2_{self.family}_{cfg}_n{self.episodes}"
 
 
+def rl2_setting(kind: str, n: int, k: int = 0) -> RL2Setting:
+    """The RL² configuration used per cell (small enough for a CPU budget)."""
+    if kind == "bandit":
+        tasks = 512 if n <= 10 else 128
+        cfg = RL2Config(
+            episodes_per_trial=n,
+            tasks_per_iteration=tasks,
+            hidden_size=128,
+            learning_rate=1e-3,
+            epochs=4,
+            minibatches=4,
+        )
+        return RL2Setting("bandit", {"num_arms": k}, n, cfg)
+    # MDPs: GAE lambda 0.95 (0.3 let the policy's entropy collapse before the return rose)
+    # and the step-in-episode/trial inputs (which the value head needs for 100-step trials);
+    # a checkpoint without those inputs resumes with zero weights on them.
+    cfg = RL2Config(
+        episodes_per_trial=n,
+        tasks_per_iteration=256,
+        hidden_size=128,
+        learning_rate=1e-3,
+        epochs=4,
+        minibatches=4,
+        gae_lambda=0.95,
+        time_inputs=True,
+    )
+    return RL2Setting("tabular_mdp", {}, n, cfg)
+
+
+def cell_setting(tag: str) -> RL2Setting:
+    """The setting of a cell tag: ``b<n>x<k>`` (bandits) or ``m<n>`` (MDPs)."""
+    if tag.startswith("b") and "x" in tag:
+        n, k = map(int, tag[1:].split("x"))
+        return rl2_setting("bandit", n, k)
+    if tag.startswith("m"):
+        return rl2_setting("mdp", int(tag[1:]))
+    raise ValueError(f"cell tag {tag!r}: expected b<n>x<k> (e.g. b100x5) or m<n> (e.g. m10)")
+
+
 NETWORK_FIELDS = ("time_inputs",)
 """RL2Config fields that change the network's shape and so persist across phases."""
 

@@ -1,13 +1,12 @@
 """The RL² checkpoints shipped under ``benchmarks/rl2_checkpoints/`` (what the README's
-RL² rows are scored from) still load into the table's cell settings and still play well:
-a change to the policy's inputs or shapes, or to the cell configuration, fails here
-rather than in a researcher's fresh clone."""
+RL² rows are scored from) still load into the table's cell settings
+(``metaplat.rl2_table.cell_setting``) and still play well: a change to the policy's inputs
+or shapes, or to the cell configuration, fails here rather than in a researcher's fresh
+clone."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -18,20 +17,11 @@ SHIPPED = ROOT / "benchmarks" / "rl2_checkpoints"
 CELLS = {"b10x5": 6.0, "b10x10": 6.0, "b10x50": 6.0, "b100x5": 70.0, "b500x5": 360.0}
 
 
-def _table() -> ModuleType:
-    script = ROOT / "benchmarks" / "rl2_table.py"
-    spec = importlib.util.spec_from_file_location("rl2_table_bench", script)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("tag, bar", CELLS.items())
 def test_shipped_rl2_checkpoint_scores_from_a_fresh_clone(tag: str, bar: float) -> None:
-    from metaplat.rl2_table import score_rl2, train_rl2
+    from metaplat.rl2_table import cell_setting, score_rl2, train_rl2
 
-    setting = _table().cell_setting(tag)
+    setting = cell_setting(tag)
     path = SHIPPED / f"{setting.tag}.pt"
     assert path.exists(), f"{path} is not shipped (see benchmarks/rl2_checkpoints/README.md)"
     before = path.read_bytes()
