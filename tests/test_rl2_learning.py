@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 
 
 @pytest.mark.slow
-def test_rl2_beats_random_on_two_armed_bandits() -> None:
+@pytest.mark.parametrize("learner_dtype", ["float32", "bfloat16"])
+def test_rl2_beats_random_on_two_armed_bandits(learner_dtype: str) -> None:
     # Random scores 5.0 per 10-pull trial; knowing the best arm gives 6.67 in expectation.
     cfg = RL2Config(
         episodes_per_trial=10,
@@ -27,6 +28,7 @@ def test_rl2_beats_random_on_two_armed_bandits() -> None:
         epochs=4,
         minibatches=4,
         eval_tasks=1000,
+        learner_dtype=learner_dtype,
     )
     algo = RL2(cfg, make_family("bandit", {"num_arms": 2}), LocalPool(2), seed=0)
     state = algo.init()

@@ -230,7 +230,11 @@ class _Net(nn.Module):
         self, x: torch.Tensor, h0: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         hs, h_t = self.gru(x, h0.unsqueeze(0))
-        return self.pi(hs), self.v(hs).squeeze(-1), h_t.squeeze(0)
+        # under a bfloat16 autocast (RL2Config.learner_dtype) only the GRU's matmuls are
+        # bfloat16: the heads stay float32, so log-probabilities compare with the rollout's
+        hs = hs.float()
+        with torch.autocast(hs.device.type, enabled=False):
+            return self.pi(hs), self.v(hs).squeeze(-1), h_t.float().squeeze(0)
 
 
 _NETS: dict[tuple[int, int, int], _Net] = {}

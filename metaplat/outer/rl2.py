@@ -46,6 +46,8 @@ from metaplat.tasks.base import RLFamily, Split, TaskFamily, TaskSpec
 from metaplat.workers.base import Pool
 
 Params = dict[str, torch.Tensor]
+LEARNER_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+"""Allowed ``RL2Config.learner_dtype`` values and the autocast dtype each one means."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +85,12 @@ class RL2Config:
     time_inputs: bool = False
     """Also feed the policy the step within the episode and the trial, as fractions (not
     in the paper; see :class:`GRUPolicy`)."""
+    learner_dtype: str = "float32"
+    """``"bfloat16"``: the learner's GRU matmuls run under ``torch.autocast`` in bfloat16
+    (mixed precision: parameters, Adam moments, hidden state, policy/value heads and the
+    loss stay float32; rollouts and evaluation stay float32). Faster on CPUs with AVX512-BF16
+    or AMX and on GPUs; ``benchmarks/rl2_throughput.py`` measures both, and that they learn
+    alike."""
 
     def __post_init__(self) -> None:
         positive = (
@@ -100,6 +108,10 @@ class RL2Config:
             raise ValueError(
                 f"minibatches ({self.minibatches}) must be <= tasks_per_iteration "
                 f"({self.tasks_per_iteration})"
+            )
+        if self.learner_dtype not in LEARNER_DTYPES:
+            raise ValueError(
+                f"learner_dtype must be one of {sorted(LEARNER_DTYPES)}, got {self.learner_dtype!r}"
             )
         for f in ("gamma", "gae_lambda"):
             if not 0.0 <= getattr(self, f) <= 1.0:
@@ -298,15 +310,17 @@ class RL2(OuterLoop[RL2Config, RL2State]):
         m, v, step = state.adam_m, state.adam_v, state.adam_step
         sums: dict[str, float] = {}
         h0 = self.net.initial_hidden(1, self.device)
+        dtype = LEARNER_DTYPES[cfg.learner_dtype]
         for _ in range(cfg.epochs):
             perm = torch.randperm(b, generator=gen).to(self.device)
             for idx in perm.chunk(cfg.minibatches):
                 a = adv[:, idx]
                 if a.numel() > 1:
                     a = (a - a.mean()) / (a.std() + 1e-8)
-                head, values, _ = self.net.unroll(
-                    params, batch["x"][:, idx], h0.expand(len(idx), -1)
-                )
+                with torch.autocast(self.device.type, dtype, enabled=dtype != torch.float32):
+                    head, values, _ = self.net.unroll(
+                        params, batch["x"][:, idx], h0.expand(len(idx), -1)
+                    )
                 logp, entropy = self.net.log_prob_entropy(params, head, batch["action"][:, idx])
                 loss, info = clipped_ppo_loss(
                     logp,
