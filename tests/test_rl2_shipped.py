@@ -19,6 +19,7 @@ CELLS = {
     "b10x10": 6.0,
     "b10x50": 6.0,
     "b100x5": 70.0,
+    "b100x10": 73.0,
     "b500x5": 360.0,
     "m10": 122.0,  # random 100, the shipped policy 134 (PSRL's level)
 }
