@@ -315,11 +315,12 @@ def test_bfloat16_learner_keeps_float32_state_and_follows_the_float32_update() -
             learner_dtype=dtype,
         )
         algo = RL2(cfg, make_family("bandit", {"num_arms": 3}), LocalPool(1), seed=0)
-        state, metrics = algo.step(algo.init())
+        start = algo.init()
+        state, metrics = algo.step(start)
         assert math.isfinite(metrics["train/policy_loss"])
         assert all(v.dtype == torch.float32 for v in state.params.values())
         assert all(v.dtype == torch.float32 for v in state.adam_v.values())
-        return {k: v - algo.init().params[k] for k, v in state.params.items()}
+        return {k: v - start.params[k] for k, v in state.params.items()}
 
     full, mixed = one_update("float32"), one_update("bfloat16")
     # one Adam step from the same start on the same rollouts: bfloat16 matmuls only

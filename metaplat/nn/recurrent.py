@@ -230,8 +230,9 @@ class _Net(nn.Module):
         self, x: torch.Tensor, h0: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         hs, h_t = self.gru(x, h0.unsqueeze(0))
-        # under a bfloat16 autocast (RL2Config.learner_dtype) only the GRU's matmuls are
-        # bfloat16: the heads stay float32, so log-probabilities compare with the rollout's
+        # under a bfloat16 autocast (RL2Config.learner_dtype) the GRU runs in bfloat16 but
+        # the heads stay float32, so log-probabilities compare with the rollout's (the casts
+        # are no-ops on CPU, whose autocast GRU returns float32; cuDNN's returns bfloat16)
         hs = hs.float()
         with torch.autocast(hs.device.type, enabled=False):
             return self.pi(hs), self.v(hs).squeeze(-1), h_t.float().squeeze(0)

@@ -86,11 +86,12 @@ class RL2Config:
     """Also feed the policy the step within the episode and the trial, as fractions (not
     in the paper; see :class:`GRUPolicy`)."""
     learner_dtype: str = "float32"
-    """``"bfloat16"``: the learner's GRU matmuls run under ``torch.autocast`` in bfloat16
-    (mixed precision: parameters, Adam moments, hidden state, policy/value heads and the
-    loss stay float32; rollouts and evaluation stay float32). Faster on CPUs with AVX512-BF16
-    or AMX and on GPUs; ``benchmarks/rl2_throughput.py`` measures both, and that they learn
-    alike."""
+    """``"bfloat16"``: the learner's GRU runs under ``torch.autocast`` in bfloat16 (mixed
+    precision: parameters, Adam moments, policy/value heads and the loss stay float32, and
+    rollouts and evaluation stay float32). On CPU only the GRU's matmuls are bfloat16 and
+    its hidden state stays float32; on CUDA, autocast runs cuDNN's GRU in bfloat16 as a
+    whole (not measured yet). ``benchmarks/rl2_throughput.py`` times both learners and
+    checks that they learn alike."""
 
     def __post_init__(self) -> None:
         positive = (
