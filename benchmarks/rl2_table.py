@@ -38,6 +38,7 @@ from metaplat.rl2_table import (
     bandit_candidates,
     cell_setting,
     config_overrides,
+    format_episode_curves,
     format_table,
     mdp_candidates,
     paired_gap,
@@ -98,6 +99,11 @@ def main() -> None:
         help="warm-start cells without a checkpoint from this cell's best (e.g. b100x5)",
     )
     p.add_argument("--val-tasks", type=int, default=500, help="meta-val tasks that pick the best")
+    p.add_argument(
+        "--per-episode",
+        action="store_true",
+        help="also print, per setting, each method's mean reward per episode across the trial",
+    )
     args = p.parse_args()
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -115,8 +121,13 @@ def main() -> None:
         p.error(str(e))
     t0 = time.perf_counter()
 
+    curves: list[str] = []  # --per-episode blocks, printed after the tables
+
     def rl2_cell(
-        tag: str, setting: RL2Setting, per_task: dict[str, torch.Tensor]
+        tag: str,
+        setting: RL2Setting,
+        per_task: dict[str, torch.Tensor],
+        per_episode: dict[str, torch.Tensor] | None,
     ) -> tuple[float, float, str] | None:
         path = args.ckpt_dir / f"{setting.tag}.pt"
         if tag not in train and not path.exists():
@@ -131,7 +142,10 @@ def main() -> None:
             args.val_tasks,
             cell_setting(args.init_from) if args.init_from else None,
         )
-        per_task["rl2"] = score_rl2(algo, state, args.tasks, args.seed)
+        by_episode = score_rl2(algo, state, args.tasks, args.seed, per_episode is not None)
+        if per_episode is not None:
+            per_episode["rl2"] = by_episode
+        per_task["rl2"] = by_episode.sum(1) if per_episode is not None else by_episode
         mean, half = mean_ci95(per_task["rl2"].numpy())
         note = (
             f"{facts['train_s'] / 60:.1f} min, {facts['iterations']} it, "
@@ -156,11 +170,22 @@ def main() -> None:
             note += "".join(f", {k} {v}" for k, v in extra.items())
         return mean, half, note
 
+    def add_curves(setting: str, per_episode: dict[str, torch.Tensor] | None) -> None:
+        if per_episode:  # RL² first, then the baselines in the table's order
+            ordered = dict(sorted(per_episode.items(), key=lambda kv: kv[0] != "rl2"))
+            curves.append(
+                format_episode_curves(
+                    f"{setting}: mean reward per episode, over {args.tasks} meta-test tasks",
+                    ordered,
+                )
+            )
+
     if args.bandits:
         rows, paper = {}, {}
         for item in args.bandits.split(","):
             n, k = map(int, item.split("x"))
             per_task: dict[str, torch.Tensor] = {}
+            per_episode: dict[str, torch.Tensor] | None = {} if args.per_episode else None
             cells = dict(
                 score_baselines(
                     "bandit",
@@ -171,12 +196,16 @@ def main() -> None:
                     args.tune_tasks,
                     args.seed,
                     per_task=per_task,
+                    per_episode=per_episode,
                 )
             )
             cells["rl2"] = with_gap(
-                rl2_cell(f"b{n}x{k}", rl2_setting("bandit", n, k), per_task), cells, per_task
+                rl2_cell(f"b{n}x{k}", rl2_setting("bandit", n, k), per_task, per_episode),
+                cells,
+                per_task,
             )
             row = f"n={n},k={k}"
+            add_curves(f"bandits {row}", per_episode)
             rows[row], paper[row] = cells, PAPER_BANDITS[(n, k)]
         print(
             format_table(
@@ -192,6 +221,7 @@ def main() -> None:
         for item in args.mdp.split(","):
             n = int(item)
             per_task = {}
+            per_episode = {} if args.per_episode else None
             cells = dict(
                 score_baselines(
                     "tabular_mdp",
@@ -202,12 +232,14 @@ def main() -> None:
                     args.tune_tasks,
                     args.seed,
                     per_task=per_task,
+                    per_episode=per_episode,
                 )
             )
             cells["rl2"] = with_gap(
-                rl2_cell(f"m{n}", rl2_setting("mdp", n), per_task), cells, per_task
+                rl2_cell(f"m{n}", rl2_setting("mdp", n), per_task, per_episode), cells, per_task
             )
             rows[f"n={n}"], paper[f"n={n}"] = cells, PAPER_MDP[n]
+            add_curves(f"tabular MDPs n={n}", per_episode)
         print(
             format_table(
                 "Table 2: tabular MDPs (|S|=10, |A|=5, H=10), total reward per "
@@ -221,6 +253,8 @@ def main() -> None:
             "(greedy and ε-greedy plan by value iteration in the posterior-mean MDP, with ε "
             "tuned on meta-val tasks: a stronger bar than the paper's greedy rows)"
         )
+    for block in curves:
+        print("\n" + block)
     print(
         f"\n(one run, seed {args.seed}, {time.perf_counter() - t0:.0f} s; "
         f"baselines tuned on {args.tune_tasks} meta-val tasks)"

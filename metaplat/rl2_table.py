@@ -100,12 +100,14 @@ def score_baselines(
     seed: int,
     split: Split = "test",
     per_task: dict[str, torch.Tensor] | None = None,
+    per_episode: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Cell]:
     """Tune each method's grid on ``tune_tasks`` meta-val tasks, score the best on
     ``num_tasks`` tasks of ``split`` (the same tasks RL² is scored on: meta-test for the
     table; meta-val for levels beside an RL² run's ``val/trial_return`` curve).
     ``per_task``, when given, receives each method's per-task returns (for
-    :func:`paired_gap`)."""
+    :func:`paired_gap`); ``per_episode`` its ``[num_tasks, episodes]`` episode returns
+    (for :func:`format_episode_curves`), from the same scoring run."""
     family = make_family(family_name, config)
     val = evaluation_specs(family, "val", tune_tasks, seed)
     test = evaluation_specs(family, split, num_tasks, seed)
@@ -117,10 +119,15 @@ def score_baselines(
                 evaluate_policy(make(), val, episodes, seed + 1).mean().item() for _, make in grid
             ]
             best = grid[max(range(len(grid)), key=scores.__getitem__)]
-        ret = evaluate_policy(best[1](), test, episodes, seed + 2)
+        by_episode = evaluate_policy(
+            best[1](), test, episodes, seed + 2, per_episode=per_episode is not None
+        )
+        ret = by_episode.sum(1) if per_episode is not None else by_episode
         out[name] = (*mean_ci95(ret.numpy()), best[0])
         if per_task is not None:
             per_task[name] = ret
+        if per_episode is not None:
+            per_episode[name] = by_episode
     return out
 
 
@@ -374,11 +381,32 @@ def widen_inputs(saved: dict[str, Any], input_size: int) -> dict[str, Any]:
     return out
 
 
-def score_rl2(algo: RL2, state: Any, num_tasks: int, seed: int) -> torch.Tensor:
+def score_rl2(
+    algo: RL2, state: Any, num_tasks: int, seed: int, per_episode: bool = False
+) -> torch.Tensor:
     """RL²'s per-task returns on the same meta-test tasks, with the same reset seeds and
-    evaluation code as the baselines."""
+    evaluation code as the baselines (``[num_tasks, episodes]`` with ``per_episode``)."""
     test = evaluation_specs(algo.family, "test", num_tasks, seed)
-    return evaluate_policy(algo.policy(state), test, algo.config.episodes_per_trial, seed + 2)
+    return evaluate_policy(
+        algo.policy(state), test, algo.config.episodes_per_trial, seed + 2, per_episode=per_episode
+    )
+
+
+def format_episode_curves(title: str, curves: dict[str, torch.Tensor], bins: int = 10) -> str:
+    """Where in the trial each method earns its return: one line per method (from
+    ``[tasks, episodes]`` episode returns) with the mean reward per episode in each of up
+    to ``bins`` consecutive groups of episodes (an explorer pays early and gains late)."""
+    episodes = next(iter(curves.values())).shape[1]
+    edges = [round(i * episodes / min(bins, episodes)) for i in range(min(bins, episodes) + 1)]
+    spans = list(zip(edges[:-1], edges[1:], strict=True))
+    heads = [f"ep {a + 1}" if b - a == 1 else f"ep {a + 1}-{b}" for a, b in spans]
+    width = max(9, *(len(h) + 1 for h in heads))
+    lines = [title, "method".ljust(12) + "".join(h.rjust(width) for h in heads)]
+    for name, per_episode in curves.items():
+        means = per_episode.double().mean(0)
+        row = [means[a:b].mean().item() for a, b in spans]
+        lines.append(name.ljust(12) + "".join(f"{v:.3g}".rjust(width) for v in row))
+    return "\n".join(lines)
 
 
 def format_table(

@@ -167,6 +167,54 @@ def test_paired_gap_compares_with_the_best_baseline_task_by_task() -> None:
     assert paired_gap(cells, {}) is None
 
 
+def test_episode_returns_sum_to_trial_returns_and_show_where_learning_pays() -> None:
+    from metaplat.rl2_table import bandit_candidates, format_episode_curves, score_baselines
+
+    # a known deterministic best arm: a learner's per-pull reward climbs from the first
+    # pull's 1/3 to 1, while the random arm's stays at 1/3
+    env = BatchedBandit([[0.0, 1.0, 0.0]] * 60, torch.arange(60))
+    rollout = run_trials(B.Greedy(), env, episodes=12, seed=0)
+    assert rollout.episode_returns.shape == (60, 12)
+    torch.testing.assert_close(rollout.episode_returns.sum(1), rollout.returns.float())
+    assert rollout.episode_returns[:, -1].mean() == 1.0
+    assert rollout.episode_returns[:, 0].mean() < 0.6
+
+    per_task: dict[str, torch.Tensor] = {}
+    per_episode: dict[str, torch.Tensor] = {}
+    cells = score_baselines(
+        "bandit",
+        {"num_arms": 3},
+        30,
+        bandit_candidates(30),
+        80,
+        20,
+        0,
+        per_task=per_task,
+        per_episode=per_episode,
+    )
+    assert set(per_episode) == set(cells)
+    for name, cell in cells.items():  # the same scoring run: totals are the episodes' sums
+        assert per_episode[name].shape == (80, 30)
+        torch.testing.assert_close(per_episode[name].sum(1), per_task[name])
+        assert per_task[name].mean().item() == pytest.approx(cell[0])
+    text = format_episode_curves("where", {"greedy": per_episode["greedy"]}, bins=10)
+    lines = text.splitlines()
+    assert lines[0] == "where" and lines[1].split()[1:3] == ["ep", "1-3"]  # 10 bins of 3
+    row = [float(v) for v in lines[2].split()[1:]]
+    assert len(row) == 10
+    assert row[0] == pytest.approx(per_episode["greedy"][:, :3].double().mean().item(), abs=1e-3)
+    # fewer episodes than bins: one column per episode
+    assert format_episode_curves("t", {"x": torch.ones(4, 3)}).splitlines()[1].split() == [
+        "method",
+        "ep",
+        "1",
+        "ep",
+        "2",
+        "ep",
+        "3",
+    ]
+
+
 def test_gamma_and_beta_samplers_have_the_right_moments() -> None:
     from metaplat.baselines.sampling import beta_sample, gamma_sample
 

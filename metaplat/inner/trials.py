@@ -68,6 +68,9 @@ class TrialRollout:
 
     Attributes:
         returns: ``[B]`` total reward of each trial.
+        episode_returns: ``[B, episodes]`` reward of each episode of each trial (where in
+            the trial a policy gains or loses against another: exploration costs early,
+            exploitation pays late).
         steps: when recorded, ``[T, B, ...]`` tensors: ``obs``, ``prev_action``,
             ``prev_reward``, ``done`` (the inputs), ``action``, ``reward`` and every
             extra the policy returned. ``T = episodes * max_episode_steps``.
@@ -75,6 +78,7 @@ class TrialRollout:
 
     returns: torch.Tensor
     steps: dict[str, torch.Tensor]
+    episode_returns: torch.Tensor
 
 
 def policy_keys(env: BatchedEnv, seed: int) -> torch.Tensor:
@@ -108,6 +112,7 @@ def run_trials(
     prev_reward = torch.zeros(b, device=device)
     done = torch.zeros(b, dtype=torch.bool, device=device)
     total = torch.zeros(b, device=device)
+    per_episode = torch.zeros(b, episodes, device=device)
     rec: dict[str, list[torch.Tensor]] = {}
     for ep in range(episodes):
         obs = env.reset(seed if ep == 0 else None)
@@ -133,11 +138,12 @@ def run_trials(
                 for k, v in items.items():
                     rec.setdefault(k, []).append(v)
             total = total + reward
+            per_episode[:, ep] += reward
             prev_action, prev_reward, done, obs = action, reward.float(), ended, obs_next
             if bool(ended.all()):
                 break
     steps = {k: torch.stack(v) for k, v in rec.items()}
-    return TrialRollout(total, steps)
+    return TrialRollout(total, steps, per_episode)
 
 
 def initial_prev_action(env: BatchedEnv) -> torch.Tensor:
@@ -160,18 +166,20 @@ class TrialReturnsJob:
     """Pool job: total reward of one trial per task, for a picklable policy.
 
     Payload: ``{"policy": TrialPolicy (moved with .to(device) if it has it),
-    "index": {task seed: global position}}``. Returns ``[num_specs]`` float CPU tensor.
+    "index": {task seed: global position}}``. Returns a ``[num_specs]`` float CPU tensor,
+    or ``[num_specs, episodes]`` (each episode's reward) with ``per_episode``.
     """
 
     episodes: int
     seed: int
+    per_episode: bool = False
 
     def __call__(self, payload: Any, specs: Any, device: torch.device) -> torch.Tensor:
         from metaplat.tasks.base import RLFamily
         from metaplat.tasks.registry import family_of
 
         if not specs:
-            return torch.zeros(0)
+            return torch.zeros((0, self.episodes) if self.per_episode else (0,))
         policy = payload["policy"]
         if hasattr(policy, "to"):
             policy = policy.to(device)
@@ -179,18 +187,28 @@ class TrialReturnsJob:
         assert isinstance(family, RLFamily), f"trials need an RL family, got {family.name!r}"
         env = family.build_batched(specs, device)
         seed = reset_seed_for(self.seed, payload["index"][specs[0].seed])
-        return run_trials(policy, env, self.episodes, seed).returns.float().cpu()
+        rollout = run_trials(policy, env, self.episodes, seed)
+        out = rollout.episode_returns if self.per_episode else rollout.returns
+        return out.float().cpu()
 
 
 def evaluate_policy(
-    policy: TrialPolicy, specs: Any, episodes: int, seed: int, pool: Any = None
+    policy: TrialPolicy,
+    specs: Any,
+    episodes: int,
+    seed: int,
+    pool: Any = None,
+    per_episode: bool = False,
 ) -> torch.Tensor:
     """Trial returns ``[len(specs)]`` of ``policy`` on ``specs`` -- the evaluation every
-    method (RL² native, RL² via RLlib, baselines) is scored by. Runs in this process on
-    CPU, or on ``pool`` (shards in task order) when given."""
+    method (RL² native, RL² via RLlib, baselines) is scored by -- or, with
+    ``per_episode``, each trial's episode returns ``[len(specs), episodes]`` (which sum
+    to the trial returns). Runs in this process on CPU, or on ``pool`` (shards in task
+    order) when given."""
     from metaplat.workers.base import LocalPool
 
     pool = pool or LocalPool(1)
     index = {s.seed: i for i, s in enumerate(specs)}
-    parts = pool.map(TrialReturnsJob(episodes, seed), {"policy": policy, "index": index}, specs)
+    job = TrialReturnsJob(episodes, seed, per_episode)
+    parts = pool.map(job, {"policy": policy, "index": index}, specs)
     return torch.cat(list(parts))
