@@ -397,7 +397,8 @@ def format_episode_curves(title: str, curves: dict[str, torch.Tensor], bins: int
     ``[tasks, episodes]`` episode returns) with the mean reward per episode in each of up
     to ``bins`` consecutive groups of episodes (an explorer pays early and gains late)."""
     episodes = next(iter(curves.values())).shape[1]
-    edges = [round(i * episodes / min(bins, episodes)) for i in range(min(bins, episodes) + 1)]
+    groups = min(bins, episodes)
+    edges = [i * episodes // groups for i in range(groups + 1)]
     spans = list(zip(edges[:-1], edges[1:], strict=True))
     heads = [f"ep {a + 1}" if b - a == 1 else f"ep {a + 1}-{b}" for a, b in spans]
     width = max(9, *(len(h) + 1 for h in heads))
