@@ -22,6 +22,8 @@ CELLS = {
     "b100x10": 73.0,
     "b500x5": 360.0,
     "m10": 122.0,  # random 100, the shipped policy 134 (PSRL's level)
+    "m25": 335.0,  # random 252, the shipped policy 357 (PSRL 406)
+    "m50": 700.0,  # random 503, the shipped policy 740 (PSRL 906)
 }
 
 
