@@ -142,10 +142,10 @@ def main() -> None:
             args.val_tasks,
             cell_setting(args.init_from) if args.init_from else None,
         )
-        by_episode = score_rl2(algo, state, args.tasks, args.seed, per_episode is not None)
+        by_episode = score_rl2(algo, state, args.tasks, args.seed, per_episode=True)
+        per_task["rl2"] = by_episode.sum(1)
         if per_episode is not None:
             per_episode["rl2"] = by_episode
-        per_task["rl2"] = by_episode.sum(1) if per_episode is not None else by_episode
         mean, half = mean_ci95(per_task["rl2"].numpy())
         note = (
             f"{facts['train_s'] / 60:.1f} min, {facts['iterations']} it, "

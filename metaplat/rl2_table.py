@@ -119,10 +119,8 @@ def score_baselines(
                 evaluate_policy(make(), val, episodes, seed + 1).mean().item() for _, make in grid
             ]
             best = grid[max(range(len(grid)), key=scores.__getitem__)]
-        by_episode = evaluate_policy(
-            best[1](), test, episodes, seed + 2, per_episode=per_episode is not None
-        )
-        ret = by_episode.sum(1) if per_episode is not None else by_episode
+        by_episode = evaluate_policy(best[1](), test, episodes, seed + 2, per_episode=True)
+        ret = by_episode.sum(1)
         out[name] = (*mean_ci95(ret.numpy()), best[0])
         if per_task is not None:
             per_task[name] = ret

@@ -173,8 +173,10 @@ def test_episode_returns_sum_to_trial_returns_and_show_where_learning_pays() -> 
     # a known deterministic best arm: a learner's per-pull reward climbs from the first
     # pull's 1/3 to 1, while the random arm's stays at 1/3
     env = BatchedBandit([[0.0, 1.0, 0.0]] * 60, torch.arange(60))
-    rollout = run_trials(B.Greedy(), env, episodes=12, seed=0)
+    rollout = run_trials(B.Greedy(), env, episodes=12, seed=0, record=True)
     assert rollout.episode_returns.shape == (60, 12)
+    # one pull per episode: each episode's return is that step's recorded reward
+    torch.testing.assert_close(rollout.episode_returns, rollout.steps["reward"].float().T)
     torch.testing.assert_close(rollout.episode_returns.sum(1), rollout.returns.float())
     assert rollout.episode_returns[:, -1].mean() == 1.0
     assert rollout.episode_returns[:, 0].mean() < 0.6

@@ -111,8 +111,7 @@ def run_trials(
     prev_action = initial_prev_action(env)
     prev_reward = torch.zeros(b, device=device)
     done = torch.zeros(b, dtype=torch.bool, device=device)
-    total = torch.zeros(b, device=device)
-    per_episode = torch.zeros(b, episodes, device=device)
+    per_episode = torch.zeros(b, episodes, device=device)  # the trial's return is their sum
     rec: dict[str, list[torch.Tensor]] = {}
     for ep in range(episodes):
         obs = env.reset(seed if ep == 0 else None)
@@ -137,13 +136,12 @@ def run_trials(
                 } | extras
                 for k, v in items.items():
                     rec.setdefault(k, []).append(v)
-            total = total + reward
             per_episode[:, ep] += reward
             prev_action, prev_reward, done, obs = action, reward.float(), ended, obs_next
             if bool(ended.all()):
                 break
     steps = {k: torch.stack(v) for k, v in rec.items()}
-    return TrialRollout(total, steps, per_episode)
+    return TrialRollout(per_episode.sum(1), steps, per_episode)
 
 
 def initial_prev_action(env: BatchedEnv) -> torch.Tensor:
