@@ -202,7 +202,7 @@ def cell_setting(tag: str) -> RL2Setting:
     raise ValueError(f"cell tag {tag!r}: expected b<n>x<k> (e.g. b100x5) or m<n> (e.g. m10)")
 
 
-NETWORK_FIELDS = ("time_inputs",)
+NETWORK_FIELDS = ("time_inputs", "hidden_size")
 """RL2Config fields that change the network's shape and so persist across phases."""
 
 
@@ -265,12 +265,15 @@ def train_rl2(
     ``tasks_per_iteration`` to fine-tune), ``from_best`` resumes from the kept best
     state instead of the last one, and ``val_tasks`` meta-val tasks pick the best (more
     tasks: less selection bias from evaluation noise). Every phase with a budget is
-    listed in ``facts["phases"]``, so the cell's note can say how it was trained.
+    listed in ``facts["phases"]``, so the cell's note can say how it was trained. A phase
+    that sets a larger ``hidden_size`` grows the saved GRU without changing what it
+    computes (:func:`widen_hidden`); like ``time_inputs``, the new shape stays for later
+    phases and for scoring.
 
     ``init_from`` warm-starts a cell that has no checkpoint yet from another cell's kept
-    best parameters (same network shapes, e.g. bandits with more pulls per trial; fresh
-    Adam moments and counters); ``facts["init_from"]`` records that cell and its
-    training cost."""
+    best parameters (same network shapes, e.g. bandits with more pulls per trial, or a
+    GRU grown to this cell's ``hidden_size``; fresh Adam moments and counters);
+    ``facts["init_from"]`` records that cell and its training cost."""
     family = make_family(setting.family, setting.config)
     path = ckpt_dir / f"{setting.tag}.pt" if ckpt_dir else None
     saved = torch.load(path, weights_only=True) if path is not None and path.exists() else None
@@ -284,9 +287,15 @@ def train_rl2(
     algo = RL2(rl2_cfg, family, LocalPool(1), seed)
     facts: dict[str, Any] = {"train_s": 0.0, "iterations": 0, "env_steps": 0, "best_val": None}
     state = algo.init()
+    hidden = rl2_cfg.hidden_size
+
+    def fit(d: dict[str, Any]) -> dict[str, Any]:
+        """A saved state of this cell, grown to this phase's network (more inputs or units)."""
+        return widen_hidden(widen_inputs(d, algo.net.input_size), hidden, seed)
+
     if init_from is not None and ckpt_dir is not None and saved is None:
         source = torch.load(ckpt_dir / f"{init_from.tag}.pt", weights_only=True)
-        params = source["best"]["params"]
+        params = widen_hidden(source["best"], hidden, seed)["params"]
         shapes = {k: tuple(v.shape) for k, v in state.params.items()}
         if {k: tuple(v.shape) for k, v in params.items()} != shapes:
             raise ValueError(
@@ -303,8 +312,10 @@ def train_rl2(
         }
     best = state
     if saved is not None:
-        state = algo.load_state_dict(widen_inputs(saved["state"], algo.net.input_size))
-        best = algo.load_state_dict(widen_inputs(saved["best"], algo.net.input_size))
+        state, best = (
+            algo.load_state_dict(fit(saved["state"])),
+            algo.load_state_dict(fit(saved["best"])),
+        )
         facts = saved["facts"]
         # a checkpoint from before phases were recorded: one phase, the cell's own config
         old = _phase(setting.rl2, 0, False, 500) | {"to_iteration": facts["iterations"]}
@@ -376,6 +387,46 @@ def widen_inputs(saved: dict[str, Any], input_size: int) -> dict[str, Any]:
         w = tensors[key]
         tensors[key] = torch.cat([w, w.new_zeros(w.shape[0], input_size - have)], 1)
         out[part] = tensors
+    return out
+
+
+def widen_hidden(saved: dict[str, Any], hidden_size: int, seed: int) -> dict[str, Any]:
+    """A saved RL² state grown to a GRU of ``hidden_size`` units computing the same
+    function (Net2Net-style): the new units start from PyTorch's GRU init (drawn from
+    ``seed``), but the old units' gates and both heads read them with zero weights, so the
+    policy and value are unchanged until training uses them. New entries start with zero
+    Adam moments; the old ones keep theirs. A smaller ``hidden_size`` is an error."""
+    params = saved["params"]
+    have = params["gru.weight_hh_l0"].shape[1]
+    if hidden_size < have:
+        raise ValueError(f"hidden_size {hidden_size}: the checkpoint's GRU has {have} units")
+    if hidden_size == have:
+        return saved
+    gen = torch.Generator().manual_seed(seed)
+    grow, bound = hidden_size - have, hidden_size**-0.5
+
+    def gates(w: torch.Tensor, fill: torch.Tensor | None) -> torch.Tensor:
+        """[3h, ...] -> [3H, ...]: each of the r, z, n blocks gets ``grow`` new rows."""
+        blocks = w.reshape(3, have, *w.shape[1:])
+        new = w.new_zeros(3, grow, *w.shape[1:]) if fill is None else fill
+        return torch.cat([blocks, new.to(w.dtype)], 1).reshape(3 * hidden_size, *w.shape[1:])
+
+    def unif(*shape: int) -> torch.Tensor:
+        return (torch.rand(*shape, generator=gen) * 2 - 1) * bound
+
+    out = dict(saved)
+    for part in ("params", "adam_m", "adam_v"):
+        t, fresh = dict(saved[part]), part == "params"
+        w_ih, w_hh = t["gru.weight_ih_l0"], t["gru.weight_hh_l0"]
+        t["gru.weight_ih_l0"] = gates(w_ih, unif(3, grow, w_ih.shape[1]) if fresh else None)
+        # old units read the new ones with zero weights; new units read every unit
+        w_hh = torch.cat([w_hh, w_hh.new_zeros(3 * have, grow)], 1)
+        t["gru.weight_hh_l0"] = gates(w_hh, unif(3, grow, hidden_size) if fresh else None)
+        for b in ("gru.bias_ih_l0", "gru.bias_hh_l0"):
+            t[b] = gates(t[b], unif(3, grow) if fresh else None)
+        for head in ("pi.weight", "v.weight"):
+            t[head] = torch.cat([t[head], t[head].new_zeros(t[head].shape[0], grow)], 1)
+        out[part] = t
     return out
 
 

@@ -214,6 +214,45 @@ def test_time_inputs_feed_step_fractions_and_widening_keeps_the_policy() -> None
         )
 
 
+def test_growing_the_gru_keeps_the_policy_and_training_uses_the_new_units(
+    tmp_path: Any,
+) -> None:
+    from metaplat.rl2_table import RL2Setting, train_rl2, widen_hidden
+
+    cfg = RL2Config(episodes_per_trial=3, tasks_per_iteration=8, hidden_size=8, minibatches=2)
+    setting = RL2Setting("bandit", {"num_arms": 3}, 3, cfg)
+    small, trained, _ = train_rl2(setting, 0.2, 0, tmp_path, val_tasks=10)
+    big = RL2(dataclasses.replace(cfg, hidden_size=12), small.family, LocalPool(1), 0)
+    grown = big.load_state_dict(widen_hidden(small.state_dict(trained), 12, seed=1))
+    assert grown.params["gru.weight_hh_l0"].shape == (36, 12)
+    assert grown.adam_step == trained.adam_step
+    # the same logits and values on any input, from the zero start and from any hidden state
+    x = torch.randn(5, 4, small.net.input_size)
+    h0 = torch.randn(4, 8)
+    h0_big = torch.cat([h0, torch.randn(4, 4)], 1)
+    head, value, h_t = small.net.unroll(trained.params, x, h0)
+    head_big, value_big, h_t_big = big.net.unroll(grown.params, x, h0_big)
+    assert torch.allclose(head, head_big, atol=1e-6)
+    assert torch.allclose(value, value_big, atol=1e-6)
+    assert torch.allclose(h_t, h_t_big[:, :8], atol=1e-6)
+    # ... so the grown policy plays the same trials
+    specs = small.family.sample(np.random.default_rng(0), "test", 20)
+    r_small = evaluate_policy(small.policy(trained), specs, 3, seed=1)
+    assert torch.allclose(r_small, evaluate_policy(big.policy(grown), specs, 3, seed=1))
+    # the new units start unread, and one update makes the heads read them
+    assert not grown.params["pi.weight"][:, 8:].any()
+    stepped, _ = big.step(grown)
+    assert stepped.params["pi.weight"][:, 8:].abs().sum() > 0
+    with pytest.raises(ValueError, match="hidden_size 4: the checkpoint's GRU has 8 units"):
+        widen_hidden(small.state_dict(trained), 4, seed=1)
+    # a table phase that sets a larger hidden_size grows the cell; later phases keep it
+    algo, best, facts = train_rl2(setting, 0.2, 0, tmp_path, {"hidden_size": 12}, True, 10)
+    assert algo.config.hidden_size == 12 and best.params["pi.weight"].shape == (3, 12)
+    algo, best, _ = train_rl2(setting, 0.0, 0, tmp_path)
+    assert algo.config.hidden_size == 12 and best.params["gru.weight_hh_l0"].shape == (36, 12)
+    assert facts["phases"][-1]["overrides"] == {"hidden_size": 12}
+
+
 class _Wrap:
     def __init__(self, call: Any, policy: RL2Policy):
         self.call, self.policy = call, policy
