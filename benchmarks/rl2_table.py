@@ -100,11 +100,19 @@ def main() -> None:
     )
     p.add_argument("--val-tasks", type=int, default=500, help="meta-val tasks that pick the best")
     p.add_argument(
+        "--eval-every-steps",
+        type=int,
+        default=500_000,
+        help="training env steps between meta-val evaluations (at least one update)",
+    )
+    p.add_argument(
         "--per-episode",
         action="store_true",
         help="also print, per setting, each method's mean reward per episode across the trial",
     )
     args = p.parse_args()
+    if args.eval_every_steps < 1:
+        p.error(f"--eval-every-steps {args.eval_every_steps}: must be at least 1")
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     train = {t.strip() for t in args.train.split(",") if t.strip()}
@@ -141,6 +149,7 @@ def main() -> None:
             args.from_best,
             args.val_tasks,
             cell_setting(args.init_from) if args.init_from else None,
+            args.eval_every_steps,
         )
         by_episode = score_rl2(algo, state, args.tasks, args.seed, per_episode=True)
         per_task["rl2"] = by_episode.sum(1)

@@ -254,6 +254,7 @@ def train_rl2(
     from_best: bool = False,
     val_tasks: int = 500,
     init_from: RL2Setting | None = None,
+    eval_every_steps: int = 500_000,
 ) -> tuple[RL2, Any, dict[str, Any]]:
     """Train RL² for ``budget_s`` seconds of wall clock (or resume/finish from a
     checkpoint in ``ckpt_dir``), keeping the parameters with the best meta-val return
@@ -273,7 +274,11 @@ def train_rl2(
     ``init_from`` warm-starts a cell that has no checkpoint yet from another cell's kept
     best parameters (same network shapes, e.g. bandits with more pulls per trial, or a
     GRU grown to this cell's ``hidden_size``; fresh Adam moments and counters);
-    ``facts["init_from"]`` records that cell and its training cost."""
+    ``facts["init_from"]`` records that cell and its training cost.
+
+    The policy is scored on meta-val about every ``eval_every_steps`` training env steps
+    (at least once per update, and after the last): fewer evaluations leave more of the
+    budget to training when updates are large, more give the kept best more candidates."""
     family = make_family(setting.family, setting.config)
     path = ckpt_dir / f"{setting.tag}.pt" if ckpt_dir else None
     saved = torch.load(path, weights_only=True) if path is not None and path.exists() else None
@@ -335,7 +340,9 @@ def train_rl2(
         facts.get("total_env_steps", 0),
         state.env_steps,
     )
-    eval_every = 0  # iterations per evaluation: ~500k env steps (set after one step)
+    if eval_every_steps < 1:
+        raise ValueError(f"eval_every_steps {eval_every_steps}: must be at least 1")
+    eval_every = 0  # iterations per evaluation: ~eval_every_steps (set after one step)
 
     def save() -> None:
         facts["train_s"] = spent + time.perf_counter() - start
@@ -354,7 +361,7 @@ def train_rl2(
     while time.perf_counter() - start < budget_s:
         before = state.env_steps
         state, metrics = algo.step(state)
-        eval_every = eval_every or max(1, 500_000 // (state.env_steps - before))
+        eval_every = eval_every or max(1, eval_every_steps // (state.env_steps - before))
         last = time.perf_counter() - start >= budget_s  # the final state is a candidate too
         if state.iteration % eval_every == 0 or last:
             val = algo.evaluate(state, "val", val_tasks)["val/trial_return"]

@@ -293,6 +293,33 @@ def test_table_training_resumes_in_recorded_phases(tmp_path: Any) -> None:
     assert len(again["phases"]) == 2 and path.read_bytes() == before
 
 
+def test_table_training_evaluates_every_so_many_env_steps(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from metaplat.rl2_table import RL2Setting, train_rl2
+
+    cfg = RL2Config(episodes_per_trial=3, tasks_per_iteration=8, hidden_size=8, minibatches=2)
+    setting = RL2Setting("bandit", {"num_arms": 3}, 3, cfg)
+
+    def evaluated(every: int) -> tuple[list[int], int]:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="metaplat.rl2_table"):
+            _, _, facts = train_rl2(setting, 0.3, 0, None, val_tasks=5, eval_every_steps=every)
+        its = [int(r.getMessage().split(" it ")[1].split()[0]) for r in caplog.records]
+        return its, facts["iterations"]
+
+    its, last = evaluated(1)  # an update is 24 env steps: every update is scored
+    assert its == list(range(1, last + 1))
+    its, last = evaluated(48)  # every second update, and the last one
+    assert its == [*range(2, last + 1, 2), *([last] if last % 2 else [])]
+    its, last = evaluated(10**9)  # only the last
+    assert its == [last]
+    with pytest.raises(ValueError, match="eval_every_steps 0: must be at least 1"):
+        train_rl2(setting, 0.1, 0, None, eval_every_steps=0)
+
+
 def test_table_phase_that_adds_time_inputs_keeps_them_for_later_phases_and_scoring(
     tmp_path: Any,
 ) -> None:
