@@ -273,7 +273,8 @@ def train_rl2(
 
     ``init_from`` warm-starts a cell that has no checkpoint yet from another cell's kept
     best parameters (same network shapes, e.g. bandits with more pulls per trial, or a
-    GRU grown to this cell's ``hidden_size``; fresh Adam moments and counters);
+    GRU grown to this cell's ``hidden_size``; with their value scale, but fresh Adam moments
+    and counters);
     ``facts["init_from"]`` records that cell and its training cost.
 
     The policy is scored on meta-val about every ``eval_every_steps`` training env steps
@@ -307,7 +308,12 @@ def train_rl2(
                 f"cannot warm-start {setting.tag} from {init_from.tag}: its parameters have "
                 f"other shapes (needs {shapes})"
             )
-        state = dataclasses.replace(state, params={k: v.clone() for k, v in params.items()})
+        # the value head predicts returns over the source's scale: keep it with the head
+        state = dataclasses.replace(
+            state,
+            params={k: v.clone() for k, v in params.items()},
+            value_scale=source["best"]["value_scale"],
+        )
         src = source["facts"]
         facts["init_from"] = {
             "tag": init_from.tag,

@@ -345,12 +345,17 @@ def test_table_cell_warm_starts_from_another_cells_best(tmp_path: Any) -> None:
     cfg = RL2Config(episodes_per_trial=3, tasks_per_iteration=8, hidden_size=8, minibatches=2)
     short = RL2Setting("bandit", {"num_arms": 3}, 3, cfg)
     _, src_best, _ = train_rl2(short, 0.2, 0, tmp_path)
+    path = tmp_path / f"{short.tag}.pt"
+    saved = torch.load(path, weights_only=True)
+    saved["best"]["value_scale"] = 7.5  # as if trained on returns of that spread
+    torch.save(saved, path)
     longer = RL2Setting(
         "bandit", {"num_arms": 3}, 6, dataclasses.replace(cfg, episodes_per_trial=6)
     )
     _, state, facts = train_rl2(longer, 0.0, 0, tmp_path, init_from=short)
     assert facts["init_from"]["tag"] == short.tag and state.iteration == 0
     assert all(torch.equal(state.params[k], src_best.params[k]) for k in state.params)
+    assert state.value_scale == 7.5  # the value head's units come with it
     wider = RL2Setting("bandit", {"num_arms": 4}, 3, cfg)
     with pytest.raises(ValueError, match="other shapes"):
         train_rl2(wider, 0.0, 0, tmp_path, init_from=short)
