@@ -202,7 +202,7 @@ def cell_setting(tag: str) -> RL2Setting:
     raise ValueError(f"cell tag {tag!r}: expected b<n>x<k> (e.g. b100x5) or m<n> (e.g. m10)")
 
 
-NETWORK_FIELDS = ("time_inputs", "hidden_size")
+NETWORK_FIELDS = ("time_inputs", "hidden_size", "rnn_cell")
 """RL2Config fields that change the network's shape and so persist across phases."""
 
 
@@ -390,7 +390,7 @@ def widen_inputs(saved: dict[str, Any], input_size: int) -> dict[str, Any]:
     """A saved RL² state whose GRU reads fewer inputs than ``input_size`` (a checkpoint
     from before ``time_inputs`` was switched on) with zero input weights (and Adam moments)
     for the new trailing inputs: the same function as before, so training resumes."""
-    key = "gru.weight_ih_l0"
+    key = "gru.weight_ih_l0" if "gru.weight_ih_l0" in saved["params"] else "gru.weight_ih"
     have = saved["params"][key].shape[1]
     if have >= input_size:
         return saved
@@ -410,11 +410,13 @@ def widen_hidden(saved: dict[str, Any], hidden_size: int, seed: int) -> dict[str
     policy and value are unchanged until training uses them. New entries start with zero
     Adam moments; the old ones keep theirs. A smaller ``hidden_size`` is an error."""
     params = saved["params"]
-    have = params["gru.weight_hh_l0"].shape[1]
+    have = params["pi.weight"].shape[1]
     if hidden_size < have:
         raise ValueError(f"hidden_size {hidden_size}: the checkpoint's GRU has {have} units")
     if hidden_size == have:
         return saved
+    if "gru.weight_hh_l0" not in params:  # new units would change the layer norms' statistics
+        raise ValueError(f"hidden_size {hidden_size}: only a plain GRU (rnn_cell 'gru') can grow")
     gen = torch.Generator().manual_seed(seed)
     grow, bound = hidden_size - have, hidden_size**-0.5
 

@@ -36,10 +36,11 @@ class Spy:
         return action, new, extras
 
 
-def test_hidden_state_survives_episodes_and_resets_between_trials() -> None:
+@pytest.mark.parametrize("cell", ["gru", "lngru"])
+def test_hidden_state_survives_episodes_and_resets_between_trials(cell: str) -> None:
     fam = make_family("tabular_mdp", {"num_states": 4, "num_actions": 3, "horizon": 3})
     specs = fam.sample(np.random.default_rng(0), "train", 5)
-    net = GRUPolicy(4, 3, 8)
+    net = GRUPolicy(4, 3, 8, cell=cell)
     spy = Spy(RL2Policy(net, net.init_params(0)))
     run_trials(spy, fam.build_batched(specs), episodes=3, seed=0)
     assert len(spy.seen) == 9
@@ -73,6 +74,39 @@ def _replay(spy: Spy, fam: Any, specs: Any, net: GRUPolicy) -> tuple[Any, StepIn
         obs, r, te, tr = env.step(a)
         pa, pr, done = a, r, te | tr
     raise AssertionError
+
+
+@pytest.mark.parametrize("cell", ["gru", "lngru"])
+def test_rollout_steps_and_the_learners_whole_trial_unroll_agree(cell: str) -> None:
+    # rollouts call the net one step at a time, the PPO update on the whole trial: the
+    # log-probabilities they compute must agree, or PPO's ratio is off before any update
+    net = GRUPolicy(4, 3, 16, cell=cell)
+    params = net.init_params(0)
+    x = torch.randn(12, 5, net.input_size)
+    heads, values, h_end = net.unroll(params, x, net.initial_hidden(5))
+    h = net.initial_hidden(5)
+    for t in range(12):
+        head, value, h = net.unroll(params, x[t : t + 1], h)
+        assert torch.allclose(head[0], heads[t], atol=1e-5)
+        assert torch.allclose(value[0], values[t], atol=1e-5)
+    assert torch.allclose(h, h_end, atol=1e-5)
+
+
+def test_lngru_adds_up_evidence_past_one_and_leans_towards_keeping_its_state() -> None:
+    net = GRUPolicy(1, 2, 4, cell="lngru")
+    params = net.init_params(0)
+    # zero layer-norm gains: every gate pre-activation is its shift alone
+    for k in ("gru.ln_ih_weight", "gru.ln_hh_weight", "gru.ln_ih_bias", "gru.ln_hh_bias"):
+        params[k] = torch.zeros(3, 4)
+    x = torch.zeros(60, 1, net.input_size)
+    params["gru.ln_ih_bias"][2] = 3.0  # candidate relu(3) = 3; keep gate σ(0 + 1)
+    _, _, h = net.unroll(params, x, net.initial_hidden(1))
+    assert torch.allclose(h, torch.full((1, 4), 3.0), atol=1e-4)  # a tanh cell stays < 1
+    params["gru.ln_ih_bias"][2] = -3.0  # candidate relu(-3) = 0: the state decays by σ(1)
+    _, _, h = net.unroll(params, x[:1], torch.full((1, 4), 2.0))
+    assert torch.allclose(h, torch.full((1, 4), 2.0 * torch.sigmoid(torch.tensor(1.0)).item()))
+    with pytest.raises(ValueError, match=r"cell must be one of \['gru', 'lngru'\], got 'lstm'"):
+        GRUPolicy(1, 2, 4, cell="lstm")
 
 
 def test_gae_matches_a_hand_computation() -> None:
@@ -245,6 +279,9 @@ def test_growing_the_gru_keeps_the_policy_and_training_uses_the_new_units(
     assert stepped.params["pi.weight"][:, 8:].abs().sum() > 0
     with pytest.raises(ValueError, match="hidden_size 4: the checkpoint's GRU has 8 units"):
         widen_hidden(small.state_dict(trained), 4, seed=1)
+    ln = RL2(dataclasses.replace(cfg, rnn_cell="lngru"), small.family, LocalPool(1), 0)
+    with pytest.raises(ValueError, match="only a plain GRU"):
+        widen_hidden(ln.state_dict(ln.init()), 12, seed=1)
     # a table phase that sets a larger hidden_size grows the cell; later phases keep it
     algo, best, facts = train_rl2(setting, 0.2, 0, tmp_path, {"hidden_size": 12}, True, 10)
     assert algo.config.hidden_size == 12 and best.params["pi.weight"].shape == (3, 12)
@@ -416,6 +453,8 @@ def test_heads_stay_float32_under_a_bfloat16_autocast() -> None:
 
 
 def test_config_errors_name_the_field() -> None:
+    with pytest.raises(ValueError, match=r"rnn_cell must be one of \['gru', 'lngru'\]"):
+        RL2Config(rnn_cell="lstm")
     with pytest.raises(ValueError, match=r"learner_dtype must be one of \['bfloat16', 'float32'\]"):
         RL2Config(learner_dtype="float16")
     with pytest.raises(ValueError, match="gae_lambda must be in"):

@@ -18,8 +18,10 @@ log = logging.getLogger(__name__)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("learner_dtype", ["float32", "bfloat16"])
-def test_rl2_beats_random_on_two_armed_bandits(learner_dtype: str) -> None:
+@pytest.mark.parametrize(
+    "learner_dtype, rnn_cell", [("float32", "gru"), ("bfloat16", "gru"), ("float32", "lngru")]
+)
+def test_rl2_beats_random_on_two_armed_bandits(learner_dtype: str, rnn_cell: str) -> None:
     # Random scores 5.0 per 10-pull trial; knowing the best arm gives 6.67 in expectation.
     cfg = RL2Config(
         episodes_per_trial=10,
@@ -29,6 +31,7 @@ def test_rl2_beats_random_on_two_armed_bandits(learner_dtype: str) -> None:
         minibatches=4,
         eval_tasks=1000,
         learner_dtype=learner_dtype,
+        rnn_cell=rnn_cell,
     )
     algo = RL2(cfg, make_family("bandit", {"num_arms": 2}), LocalPool(2), seed=0)
     state = algo.init()

@@ -37,7 +37,7 @@ from metaplat.inner.trials import (
     reset_seed_for,
     run_trials,
 )
-from metaplat.nn.recurrent import GRUPolicy
+from metaplat.nn.recurrent import CELLS, GRUPolicy
 from metaplat.optim.functional import AdamState, adam_update
 from metaplat.outer.base import Metrics, OuterLoop
 from metaplat.seeding import derive_seed, rng
@@ -85,6 +85,10 @@ class RL2Config:
     time_inputs: bool = False
     """Also feed the policy the step within the episode and the trial, as fractions (not
     in the paper; see :class:`GRUPolicy`)."""
+    rnn_cell: str = "gru"
+    """The policy's recurrent cell: ``"gru"`` (the paper's) or ``"lngru"`` (layer-normalised
+    gates and a ReLU candidate that can add up evidence; see
+    :class:`metaplat.nn.recurrent.LNGRU`)."""
     learner_dtype: str = "float32"
     """``"bfloat16"``: the learner's GRU runs under ``torch.autocast`` in bfloat16 (mixed
     precision: parameters, Adam moments, policy/value heads and the loss stay float32, and
@@ -110,6 +114,8 @@ class RL2Config:
                 f"minibatches ({self.minibatches}) must be <= tasks_per_iteration "
                 f"({self.tasks_per_iteration})"
             )
+        if self.rnn_cell not in CELLS:
+            raise ValueError(f"rnn_cell must be one of {list(CELLS)}, got {self.rnn_cell!r}")
         if self.learner_dtype not in LEARNER_DTYPES:
             raise ValueError(
                 f"learner_dtype must be one of {sorted(LEARNER_DTYPES)}, got {self.learner_dtype!r}"
@@ -172,7 +178,7 @@ class RL2Policy:
         return dataclasses.replace(self, params=params)
 
     def initial_state(self, env: Any, keys: torch.Tensor) -> RL2Hidden:
-        expected = GRUPolicy.for_env(env, self.net.hidden_size, self.net.time_inputs)
+        expected = GRUPolicy.for_env(env, self.net.hidden_size, self.net.time_inputs, self.net.cell)
         if expected != self.net:
             raise ValueError(f"policy {self.net} does not fit the env, which needs {expected}")
         return RL2Hidden(
@@ -243,7 +249,7 @@ class RL2(OuterLoop[RL2Config, RL2State]):
                 "(use metaplat.outer.rl2_rllib)"
             )
         probe = family.build_batched(family.sample(task_rng(seed), "train", 1))
-        self.net = GRUPolicy.for_env(probe, config.hidden_size, config.time_inputs)
+        self.net = GRUPolicy.for_env(probe, config.hidden_size, config.time_inputs, config.rnn_cell)
         self.device = torch.device(config.device)
 
     def init(self) -> RL2State:
