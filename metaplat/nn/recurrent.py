@@ -263,8 +263,8 @@ class LNGRU(nn.Module):
     A tanh candidate bounds every unit to [-1, 1]; a ReLU one lets a unit add up evidence
     over many steps (counts and sums of rewards), which is what a belief over a bandit or
     an MDP is made of. The layer norms keep the growing state's projections at unit scale.
-    The design follows a public RL² reproduction's GRU (REFERENCES.md) that reached 157 on
-    the n=10 MDPs. Same call as ``nn.GRU`` (one layer): ``(x [T, B, I], h0 [1, B, H]) ->
+    The design follows the GRU in the repository of the public PPO reproduction named in
+    REFERENCES.md (whose reported runs used an LSTM). Same call as ``nn.GRU`` (one layer): ``(x [T, B, I], h0 [1, B, H]) ->
     (hs [T, B, H], h_T [1, B, H])``."""
 
     def __init__(self, input_size: int, hidden_size: int):
