@@ -27,6 +27,8 @@ CELLS = {
     "m10": 122.0,  # random 100, the shipped policy 134 (PSRL's level)
     "m25": 335.0,  # random 252, the shipped policy 357 (PSRL 406)
     "m50": 700.0,  # random 503, the shipped policy 740 (PSRL 906)
+    "m75": 1070.0,  # random 754, the shipped policy 1128 (PSRL 1423)
+    "m100": 1450.0,  # random 1004, the shipped policy 1524 (PSRL 1948)
 }
 
 
