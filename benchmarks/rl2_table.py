@@ -160,6 +160,8 @@ def main() -> None:
             f"{facts['train_s'] / 60:.1f} min, {facts['iterations']} it, "
             f"{facts.get('total_env_steps', facts['env_steps']) / 1e6:.2f}M steps"
         )
+        if algo.config.rnn_cell != "gru":
+            note += f", {algo.config.rnn_cell} cell"
         if "init_from" in facts:
             src = facts["init_from"]
             note += (

@@ -264,8 +264,8 @@ class LNGRU(nn.Module):
     over many steps (counts and sums of rewards), which is what a belief over a bandit or
     an MDP is made of. The layer norms keep the growing state's projections at unit scale.
     The design follows the GRU in the repository of the public PPO reproduction named in
-    REFERENCES.md (whose reported runs used an LSTM). Same call as ``nn.GRU`` (one layer): ``(x [T, B, I], h0 [1, B, H]) ->
-    (hs [T, B, H], h_T [1, B, H])``."""
+    REFERENCES.md (whose reported runs used an LSTM). Same call as ``nn.GRU`` (one layer):
+    ``(x [T, B, I], h0 [1, B, H]) -> (hs [T, B, H], h_T [1, B, H])``."""
 
     def __init__(self, input_size: int, hidden_size: int):
         super().__init__()
