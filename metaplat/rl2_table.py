@@ -280,6 +280,8 @@ def train_rl2(
     The policy is scored on meta-val about every ``eval_every_steps`` training env steps
     (at least once per update, and after the last): fewer evaluations leave more of the
     budget to training when updates are large, more give the kept best more candidates."""
+    if eval_every_steps < 1:
+        raise ValueError(f"eval_every_steps {eval_every_steps}: must be at least 1")
     family = make_family(setting.family, setting.config)
     path = ckpt_dir / f"{setting.tag}.pt" if ckpt_dir else None
     saved = torch.load(path, weights_only=True) if path is not None and path.exists() else None
@@ -292,16 +294,15 @@ def train_rl2(
     rl2_cfg = dataclasses.replace(setting.rl2, **(carried | (overrides or {})))
     algo = RL2(rl2_cfg, family, LocalPool(1), seed)
     facts: dict[str, Any] = {"train_s": 0.0, "iterations": 0, "env_steps": 0, "best_val": None}
-    state = algo.init()
-    hidden = rl2_cfg.hidden_size
+    state = fresh = algo.init()
 
     def fit(d: dict[str, Any]) -> dict[str, Any]:
         """A saved state of this cell, grown to this phase's network (more inputs or units)."""
-        return widen_hidden(widen_inputs(d, algo.net.input_size), hidden, seed)
+        return widen_hidden(widen_inputs(d, algo.net.input_size), fresh.params)
 
     if init_from is not None and ckpt_dir is not None and saved is None:
         source = torch.load(ckpt_dir / f"{init_from.tag}.pt", weights_only=True)
-        params = widen_hidden(source["best"], hidden, seed)["params"]
+        params = widen_hidden(source["best"], fresh.params)["params"]
         shapes = {k: tuple(v.shape) for k, v in state.params.items()}
         if {k: tuple(v.shape) for k, v in params.items()} != shapes:
             raise ValueError(
@@ -323,10 +324,8 @@ def train_rl2(
         }
     best = state
     if saved is not None:
-        state, best = (
-            algo.load_state_dict(fit(saved["state"])),
-            algo.load_state_dict(fit(saved["best"])),
-        )
+        state = algo.load_state_dict(fit(saved["state"]))
+        best = algo.load_state_dict(fit(saved["best"]))
         facts = saved["facts"]
         # a checkpoint from before phases were recorded: one phase, the cell's own config
         old = _phase(setting.rl2, 0, False, 500) | {"to_iteration": facts["iterations"]}
@@ -346,8 +345,6 @@ def train_rl2(
         facts.get("total_env_steps", 0),
         state.env_steps,
     )
-    if eval_every_steps < 1:
-        raise ValueError(f"eval_every_steps {eval_every_steps}: must be at least 1")
     eval_every = 0  # iterations per evaluation: ~eval_every_steps (set after one step)
 
     def save() -> None:
@@ -403,44 +400,46 @@ def widen_inputs(saved: dict[str, Any], input_size: int) -> dict[str, Any]:
     return out
 
 
-def widen_hidden(saved: dict[str, Any], hidden_size: int, seed: int) -> dict[str, Any]:
-    """A saved RL² state grown to a GRU of ``hidden_size`` units computing the same
-    function (Net2Net-style): the new units start from PyTorch's GRU init (drawn from
-    ``seed``), but the old units' gates and both heads read them with zero weights, so the
-    policy and value are unchanged until training uses them. New entries start with zero
-    Adam moments; the old ones keep theirs. A smaller ``hidden_size`` is an error."""
+def widen_hidden(saved: dict[str, Any], init: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """A saved RL² state grown to the GRU of ``init`` (fresh parameters of the wider
+    network, :meth:`GRUPolicy.init_params`), computing the same function (Net2Net-style):
+    the new units take their weights from ``init``, but the old units' gates and both
+    heads read them with zero weights, so the policy and value are unchanged until
+    training uses them. New entries start with zero Adam moments; the old ones keep
+    theirs. A smaller network is an error."""
     params = saved["params"]
-    have = params["pi.weight"].shape[1]
+    have, hidden_size = params["pi.weight"].shape[1], init["pi.weight"].shape[1]
     if hidden_size < have:
         raise ValueError(f"hidden_size {hidden_size}: the checkpoint's GRU has {have} units")
     if hidden_size == have:
         return saved
     if "gru.weight_hh_l0" not in params:  # new units would change the layer norms' statistics
         raise ValueError(f"hidden_size {hidden_size}: only a plain GRU (rnn_cell 'gru') can grow")
-    gen = torch.Generator().manual_seed(seed)
-    grow, bound = hidden_size - have, hidden_size**-0.5
 
-    def gates(w: torch.Tensor, fill: torch.Tensor | None) -> torch.Tensor:
-        """[3h, ...] -> [3H, ...]: each of the r, z, n blocks gets ``grow`` new rows."""
+    def gates(w: torch.Tensor, key: str, source: dict[str, torch.Tensor] | None) -> torch.Tensor:
+        """[3h, ...] -> [3H, ...]: each of the r, z, n blocks gets the new units' rows, from
+        ``source[key]`` (a tensor of the wider network) or zeros."""
         blocks = w.reshape(3, have, *w.shape[1:])
-        new = w.new_zeros(3, grow, *w.shape[1:]) if fill is None else fill
-        return torch.cat([blocks, new.to(w.dtype)], 1).reshape(3 * hidden_size, *w.shape[1:])
-
-    def unif(*shape: int) -> torch.Tensor:
-        return (torch.rand(*shape, generator=gen) * 2 - 1) * bound
+        new = (
+            w.new_zeros(3, hidden_size - have, *w.shape[1:])
+            if source is None
+            else source[key].reshape(3, hidden_size, *w.shape[1:])[:, have:].to(w)
+        )
+        return torch.cat([blocks, new], 1).reshape(3 * hidden_size, *w.shape[1:])
 
     out = dict(saved)
     for part in ("params", "adam_m", "adam_v"):
-        t, fresh = dict(saved[part]), part == "params"
-        w_ih, w_hh = t["gru.weight_ih_l0"], t["gru.weight_hh_l0"]
-        t["gru.weight_ih_l0"] = gates(w_ih, unif(3, grow, w_ih.shape[1]) if fresh else None)
+        t, source = dict(saved[part]), init if part == "params" else None
+        for key in ("gru.weight_ih_l0", "gru.bias_ih_l0", "gru.bias_hh_l0"):
+            t[key] = gates(t[key], key, source)
         # old units read the new ones with zero weights; new units read every unit
-        w_hh = torch.cat([w_hh, w_hh.new_zeros(3 * have, grow)], 1)
-        t["gru.weight_hh_l0"] = gates(w_hh, unif(3, grow, hidden_size) if fresh else None)
-        for b in ("gru.bias_ih_l0", "gru.bias_hh_l0"):
-            t[b] = gates(t[b], unif(3, grow) if fresh else None)
+        key = "gru.weight_hh_l0"
+        w_hh = torch.cat([t[key], t[key].new_zeros(3 * have, hidden_size - have)], 1)
+        t[key] = gates(w_hh, key, source)
         for head in ("pi.weight", "v.weight"):
-            t[head] = torch.cat([t[head], t[head].new_zeros(t[head].shape[0], grow)], 1)
+            t[head] = torch.cat(
+                [t[head], t[head].new_zeros(t[head].shape[0], hidden_size - have)], 1
+            )
         out[part] = t
     return out
 

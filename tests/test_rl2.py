@@ -257,7 +257,7 @@ def test_growing_the_gru_keeps_the_policy_and_training_uses_the_new_units(
     setting = RL2Setting("bandit", {"num_arms": 3}, 3, cfg)
     small, trained, _ = train_rl2(setting, 0.2, 0, tmp_path, val_tasks=10)
     big = RL2(dataclasses.replace(cfg, hidden_size=12), small.family, LocalPool(1), 0)
-    grown = big.load_state_dict(widen_hidden(small.state_dict(trained), 12, seed=1))
+    grown = big.load_state_dict(widen_hidden(small.state_dict(trained), big.init().params))
     assert grown.params["gru.weight_hh_l0"].shape == (36, 12)
     assert grown.adam_step == trained.adam_step
     # the same logits and values on any input, from the zero start and from any hidden state
@@ -278,10 +278,11 @@ def test_growing_the_gru_keeps_the_policy_and_training_uses_the_new_units(
     stepped, _ = big.step(grown)
     assert stepped.params["pi.weight"][:, 8:].abs().sum() > 0
     with pytest.raises(ValueError, match="hidden_size 4: the checkpoint's GRU has 8 units"):
-        widen_hidden(small.state_dict(trained), 4, seed=1)
+        narrow = RL2(dataclasses.replace(cfg, hidden_size=4), small.family, LocalPool(1), 0)
+        widen_hidden(small.state_dict(trained), narrow.init().params)
     ln = RL2(dataclasses.replace(cfg, rnn_cell="lngru"), small.family, LocalPool(1), 0)
     with pytest.raises(ValueError, match="only a plain GRU"):
-        widen_hidden(ln.state_dict(ln.init()), 12, seed=1)
+        widen_hidden(ln.state_dict(ln.init()), big.init().params)
     # a table phase that sets a larger hidden_size grows the cell; later phases keep it
     algo, best, facts = train_rl2(setting, 0.2, 0, tmp_path, {"hidden_size": 12}, True, 10)
     assert algo.config.hidden_size == 12 and best.params["pi.weight"].shape == (3, 12)
