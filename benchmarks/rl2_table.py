@@ -7,6 +7,9 @@
     PYTHONPATH=. python benchmarks/rl2_table.py --bandits 100x5 --mdp "" --train b100x5 \
         --budget 1800 --lr 3e-4 --trials-per-update 512 --entropy-coef 0.001 --from-best \
         --val-tasks 2000
+    # also score a moving average of the phase's parameters as a kept-best candidate
+    PYTHONPATH=. python benchmarks/rl2_table.py --bandits 100x5 --mdp "" --train b100x5 \
+        --budget 1800 --from-best --ema 0.995 --val-tasks 1000
     # a longer-trial cell warm-started from a trained one
     PYTHONPATH=. python benchmarks/rl2_table.py --bandits 500x5 --mdp "" --train b500x5 \
         --init-from b100x5 --budget 2400
@@ -106,6 +109,13 @@ def main() -> None:
         help="training env steps between meta-val evaluations (at least one update)",
     )
     p.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        help="also score a moving average of the phase's parameters with this decay "
+        "(e.g. 0.99) at each evaluation, as a candidate for the kept best (0: off)",
+    )
+    p.add_argument(
         "--per-episode",
         action="store_true",
         help="also print, per setting, each method's mean reward per episode across the trial",
@@ -113,6 +123,8 @@ def main() -> None:
     args = p.parse_args()
     if args.eval_every_steps < 1:
         p.error(f"--eval-every-steps {args.eval_every_steps}: must be at least 1")
+    if not 0.0 <= args.ema < 1.0:
+        p.error(f"--ema {args.ema}: must be in [0, 1) (0: no parameter averaging)")
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     train = {t.strip() for t in args.train.split(",") if t.strip()}
@@ -150,6 +162,7 @@ def main() -> None:
             args.val_tasks,
             cell_setting(args.init_from) if args.init_from else None,
             args.eval_every_steps,
+            args.ema,
         )
         by_episode = score_rl2(algo, state, args.tasks, args.seed, per_episode=True)
         per_task["rl2"] = by_episode.sum(1)
@@ -179,6 +192,8 @@ def main() -> None:
             )
             extra = {k: v for k, v in last.get("overrides", {}).items() if k not in last}
             note += "".join(f", {k} {v}" for k, v in extra.items())
+        if facts.get("best_ema"):
+            note += f"; kept best: the parameter average (ema {facts['best_ema']:g})"
         return mean, half, note
 
     def add_curves(setting: str, per_episode: dict[str, torch.Tensor] | None) -> None:

@@ -232,6 +232,7 @@ def _phase(
     from_best: bool,
     val_tasks: int,
     overrides: dict[str, Any] | None = None,
+    ema: float = 0.0,
 ) -> dict[str, Any]:
     """The record of one training phase in a cell's ``facts["phases"]``."""
     return {
@@ -242,7 +243,7 @@ def _phase(
         "entropy_coef": cfg.entropy_coef,
         "val_tasks": val_tasks,
         "overrides": dict(overrides or {}),
-    }
+    } | ({"ema": ema} if ema else {})
 
 
 def train_rl2(
@@ -255,6 +256,7 @@ def train_rl2(
     val_tasks: int = 500,
     init_from: RL2Setting | None = None,
     eval_every_steps: int = 500_000,
+    ema: float = 0.0,
 ) -> tuple[RL2, Any, dict[str, Any]]:
     """Train RL² for ``budget_s`` seconds of wall clock (or resume/finish from a
     checkpoint in ``ckpt_dir``), keeping the parameters with the best meta-val return
@@ -279,9 +281,17 @@ def train_rl2(
 
     The policy is scored on meta-val about every ``eval_every_steps`` training env steps
     (at least once per update, and after the last): fewer evaluations leave more of the
-    budget to training when updates are large, more give the kept best more candidates."""
+    budget to training when updates are large, more give the kept best more candidates.
+
+    ``ema`` (a decay in ``(0, 1)``; 0: off) keeps an exponential moving average of the
+    phase's parameters, ``avg = ema * avg + (1 - ema) * params`` after every update, and
+    scores it beside the current state at each evaluation: averaging the last ~1 / (1 - ema)
+    updates smooths the noise of single PPO updates, and the average is kept as the best
+    (with the current state's Adam moments and counters) when it scores higher."""
     if eval_every_steps < 1:
         raise ValueError(f"eval_every_steps {eval_every_steps}: must be at least 1")
+    if not 0.0 <= ema < 1.0:
+        raise ValueError(f"ema {ema}: must be in [0, 1) (0: no parameter averaging)")
     family = make_family(setting.family, setting.config)
     path = ckpt_dir / f"{setting.tag}.pt" if ckpt_dir else None
     saved = torch.load(path, weights_only=True) if path is not None and path.exists() else None
@@ -337,7 +347,9 @@ def train_rl2(
         # score the kept state (a fresh or warm start: the start) on this phase's tasks:
         # it is a candidate, and maxima over noisier evaluations are not comparable
         facts["best_val"] = algo.evaluate(best, "val", val_tasks)["val/trial_return"]
-        phase = _phase(rl2_cfg, state.iteration, from_best, val_tasks, carried | (overrides or {}))
+        phase = _phase(
+            rl2_cfg, state.iteration, from_best, val_tasks, carried | (overrides or {}), ema
+        )
         facts.setdefault("phases", []).append(phase)
     start = time.perf_counter()
     spent, spent_steps, first_steps = (
@@ -346,6 +358,7 @@ def train_rl2(
         state.env_steps,
     )
     eval_every = 0  # iterations per evaluation: ~eval_every_steps (set after one step)
+    avg: dict[str, torch.Tensor] | None = None  # the phase's parameter average (ema > 0)
 
     def save() -> None:
         facts["train_s"] = spent + time.perf_counter() - start
@@ -364,19 +377,31 @@ def train_rl2(
     while time.perf_counter() - start < budget_s:
         before = state.env_steps
         state, metrics = algo.step(state)
+        if ema:
+            avg = {
+                k: v.clone() if avg is None else torch.lerp(v, avg[k], ema)
+                for k, v in state.params.items()
+            }
         eval_every = eval_every or max(1, eval_every_steps // (state.env_steps - before))
         last = time.perf_counter() - start >= budget_s  # the final state is a candidate too
         if state.iteration % eval_every == 0 or last:
-            val = algo.evaluate(state, "val", val_tasks)["val/trial_return"]
+            candidates = [("val", state)]
+            if avg is not None:
+                candidates.append(("ema", dataclasses.replace(state, params=avg)))
+            scores = []
+            for name, candidate in candidates:
+                val = algo.evaluate(candidate, "val", val_tasks)["val/trial_return"]
+                scores.append(f"{name} {val:.2f}")
+                if facts["best_val"] is None or val > facts["best_val"]:
+                    facts["best_val"], best = val, candidate
+                    facts["best_ema"] = ema if name == "ema" else 0.0  # 0: not an average
             log.info(
-                "%s it %d train %.2f val %.2f",
+                "%s it %d train %.2f %s",
                 setting.tag,
                 state.iteration,
                 metrics["train/trial_return"],
-                val,
+                " ".join(scores),
             )
-            if facts["best_val"] is None or val > facts["best_val"]:
-                facts["best_val"], best = val, state
             save()  # a killed run keeps what it has
     if budget_s > 0:  # scoring only leaves the checkpoint as it is (it may be a shipped one)
         save()

@@ -505,3 +505,45 @@ def test_tune_specs_build_their_method_configs(name: str) -> None:
         make_family(spec["task"]["family"], spec["task"]["config"])
     except ImportError:
         pytest.skip(f"family {spec['task']['family']!r} not on this branch")
+
+
+def test_table_training_keeps_the_parameter_average_when_it_scores_higher(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from metaplat.rl2_table import RL2Setting, train_rl2
+
+    cfg = RL2Config(episodes_per_trial=3, tasks_per_iteration=8, hidden_size=8, minibatches=2)
+    setting = RL2Setting("bandit", {"num_arms": 3}, 3, cfg)
+    stepped: list[dict[str, torch.Tensor]] = []  # the parameters after each update
+    scored: list[dict[str, torch.Tensor]] = []
+    real_step = RL2.step
+
+    def step(self: RL2, state: Any) -> Any:
+        out = real_step(self, state)
+        stepped.append(out[0].params)
+        return out
+
+    def evaluate(self: RL2, state: Any, split: str, num_tasks: int | None = None) -> Any:
+        scored.append(state.params)
+        is_current = bool(stepped) and state.params is stepped[-1]
+        return {"val/trial_return": -1.0 if not stepped else (0.0 if is_current else 1.0)}
+
+    monkeypatch.setattr(RL2, "step", step)
+    monkeypatch.setattr(RL2, "evaluate", evaluate)
+    _, best, facts = train_rl2(
+        setting, 0.3, 0, tmp_path, val_tasks=5, eval_every_steps=10**9, ema=0.75
+    )
+    assert len(stepped) == facts["iterations"] > 1
+    expected = stepped[0]
+    for params in stepped[1:]:
+        expected = {k: 0.75 * expected[k] + 0.25 * v for k, v in params.items()}
+    # scored once at the start, then the last state and the average of every update
+    assert len(scored) == 3 and scored[1] is stepped[-1]
+    for k, v in expected.items():
+        torch.testing.assert_close(best.params[k], v)
+        assert not torch.equal(v, stepped[-1][k])
+    assert facts["best_ema"] == 0.75 and facts["phases"][-1]["ema"] == 0.75
+    # the kept average resumes with the last state's counters
+    assert best.iteration == facts["iterations"] and best.env_steps == facts["env_steps"]
+    with pytest.raises(ValueError, match="ema 1.0: must be in"):
+        train_rl2(setting, 0.1, 0, None, ema=1.0)
