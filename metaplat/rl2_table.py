@@ -408,6 +408,12 @@ def train_rl2(
     return algo, best, facts
 
 
+def _zero_columns(w: torch.Tensor, n: int) -> torch.Tensor:
+    """``w [rows, cols]`` with ``n`` zero columns appended: weights that read new inputs or
+    units as nothing, so the function is unchanged."""
+    return torch.cat([w, w.new_zeros(w.shape[0], n)], 1)
+
+
 def widen_inputs(saved: dict[str, Any], input_size: int) -> dict[str, Any]:
     """A saved RL² state whose GRU reads fewer inputs than ``input_size`` (a checkpoint
     from before ``time_inputs`` was switched on) with zero input weights (and Adam moments)
@@ -420,7 +426,7 @@ def widen_inputs(saved: dict[str, Any], input_size: int) -> dict[str, Any]:
     for part in ("params", "adam_m", "adam_v"):
         tensors = dict(saved[part])
         w = tensors[key]
-        tensors[key] = torch.cat([w, w.new_zeros(w.shape[0], input_size - have)], 1)
+        tensors[key] = _zero_columns(w, input_size - have)
         out[part] = tensors
     return out
 
@@ -459,12 +465,9 @@ def widen_hidden(saved: dict[str, Any], init: dict[str, torch.Tensor]) -> dict[s
             t[key] = gates(t[key], key, source)
         # old units read the new ones with zero weights; new units read every unit
         key = "gru.weight_hh_l0"
-        w_hh = torch.cat([t[key], t[key].new_zeros(3 * have, hidden_size - have)], 1)
-        t[key] = gates(w_hh, key, source)
+        t[key] = gates(_zero_columns(t[key], hidden_size - have), key, source)
         for head in ("pi.weight", "v.weight"):
-            t[head] = torch.cat(
-                [t[head], t[head].new_zeros(t[head].shape[0], hidden_size - have)], 1
-            )
+            t[head] = _zero_columns(t[head], hidden_size - have)
         out[part] = t
     return out
 
