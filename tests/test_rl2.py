@@ -441,6 +441,34 @@ def test_bfloat16_learner_keeps_float32_state_and_follows_the_float32_update() -
     assert not torch.equal(a, b)  # the learner really ran in bfloat16
 
 
+def test_annealed_step_size_falls_linearly_to_zero_and_then_updates_nothing() -> None:
+    cfg = RL2Config(
+        episodes_per_trial=6,
+        tasks_per_iteration=16,
+        hidden_size=16,
+        epochs=1,
+        minibatches=1,
+        learning_rate=1e-3,
+        lr_anneal_iterations=4,
+    )
+    algo = RL2(cfg, make_family("bandit", {"num_arms": 3}), LocalPool(1), seed=0)
+    assert [algo.learning_rate_at(i) for i in (0, 1, 2, 4, 9)] == pytest.approx(
+        [1e-3, 7.5e-4, 5e-4, 0.0, 0.0]
+    )
+    start = algo.init()
+    state, metrics = algo.step(start)  # iteration 0: the full step size
+    assert metrics["train/lr"] == 1e-3
+    assert not torch.equal(state.params["pi.weight"], start.params["pi.weight"])
+    late = dataclasses.replace(state, iteration=4)
+    after, metrics = algo.step(late)  # past the schedule's end: nothing moves
+    assert metrics["train/lr"] == 0.0 and after.iteration == 5
+    assert all(torch.equal(after.params[k], late.params[k]) for k in late.params)
+    constant = RL2(dataclasses.replace(cfg, lr_anneal_iterations=0), algo.family, LocalPool(1), 0)
+    assert constant.learning_rate_at(10**6) == 1e-3
+    with pytest.raises(ValueError, match="lr_anneal_iterations must be >= 0"):
+        RL2Config(lr_anneal_iterations=-1)
+
+
 def test_heads_stay_float32_under_a_bfloat16_autocast() -> None:
     net = GRUPolicy(obs_dim=1, num_actions=3, hidden_size=16)
     params = net.init_params(0)

@@ -62,6 +62,10 @@ class RL2Config:
     """GRU units."""
     learning_rate: float = 1e-3
     """Adam step size."""
+    lr_anneal_iterations: int = 0
+    """When > 0, the step size falls linearly from ``learning_rate`` at iteration 0 to 0 at
+    this iteration (and stays 0), counted over the whole run, resumed phases included (the
+    PPO reproductions' ``anneal_lr``); 0 keeps it constant."""
     gamma: float = 0.99
     """Discount across the whole trial."""
     gae_lambda: float = 0.3
@@ -109,6 +113,11 @@ class RL2Config:
         for f in positive:
             if int(getattr(self, f)) < 1:
                 raise ValueError(f"{f} must be >= 1, got {getattr(self, f)!r}")
+        if self.lr_anneal_iterations < 0:
+            raise ValueError(
+                "lr_anneal_iterations must be >= 0 (0: constant), "
+                f"got {self.lr_anneal_iterations!r}"
+            )
         if self.minibatches > self.tasks_per_iteration:
             raise ValueError(
                 f"minibatches ({self.minibatches}) must be <= tasks_per_iteration "
@@ -312,6 +321,7 @@ class RL2(OuterLoop[RL2Config, RL2State]):
             batch_scale if state.iteration == 0 else (0.9 * state.value_scale + 0.1 * batch_scale)
         )
         ret_n = ret / v_scale
+        lr = self.learning_rate_at(state.iteration)
         gen = torch.Generator().manual_seed(derive_seed(self.seed, "minibatch", it))
         params = {k: v.detach().requires_grad_(True) for k, v in state.params.items()}
         m, v, step = state.adam_m, state.adam_v, state.adam_step
@@ -348,7 +358,7 @@ class RL2(OuterLoop[RL2Config, RL2State]):
                     {k: p.detach() for k, p in params.items()},
                     {k: g * clip_scale for k, g in zip(params, grads, strict=True)},
                     AdamState(step, m, v),
-                    cfg.learning_rate,
+                    lr,
                 )
                 m, v, step = adam.m, adam.v, adam.step
                 params = {k: p.requires_grad_(True) for k, p in new.items()}
@@ -364,7 +374,14 @@ class RL2(OuterLoop[RL2Config, RL2State]):
             state.env_steps,
             v_scale,
         )
-        return out, {k: s / n for k, s in sums.items()} | {"value_scale": v_scale}
+        return out, {k: s / n for k, s in sums.items()} | {"value_scale": v_scale, "lr": lr}
+
+    def learning_rate_at(self, iteration: int) -> float:
+        """The Adam step size of the update at ``iteration`` (see ``lr_anneal_iterations``)."""
+        cfg = self.config
+        if cfg.lr_anneal_iterations == 0:
+            return cfg.learning_rate
+        return cfg.learning_rate * max(0.0, 1.0 - iteration / cfg.lr_anneal_iterations)
 
     def evaluate(self, state: RL2State, split: Split, num_tasks: int | None = None) -> Metrics:
         specs = evaluation_specs(self.family, split, num_tasks or self.config.eval_tasks, self.seed)
