@@ -21,7 +21,7 @@ CELLS = {
     "b100x5": 71.0,  # random 50, the shipped LN-GRU policy 76.6
     "b100x10": 76.0,  # random 50, the shipped LN-GRU policy 81.7
     "b500x5": 375.0,  # random 250, the shipped LN-GRU policy 397.4
-    "b100x50": 72.9,  # random 50, the shipped policy 78.9
+    "b100x50": 76.0,  # random 50, the shipped LN-GRU policy 82.1
     "b500x10": 397.0,  # random 250, the shipped LN-GRU policy 427.0
     "b500x50": 392.8,  # random 250, the shipped policy 422.8
     "m10": 122.0,  # random 100, the shipped policy 134 (PSRL's level)
