@@ -288,9 +288,11 @@ class LNGRU(nn.Module):
         # the input projection of every step at once; only the recurrence loops
         gi = norm(x @ self.weight_ih.T, self.ln_ih_weight, self.ln_ih_bias)
         out = []
-        for t in range(x.shape[0]):
+        # unbind, not gi[t]: the backward of each gi[t] writes a zero gradient the size of all
+        # of gi, which made the backward quadratic in the trial length (forward and backward of
+        # 500 steps x 128 trials, H=128, one CPU thread: 22.2 s with gi[t], 0.9 s with unbind)
+        for i in gi.unbind(0):
             g = norm(h @ self.weight_hh.T, self.ln_hh_weight, self.ln_hh_bias)
-            i = gi[t]
             r = torch.sigmoid(i[..., 0, :] + g[..., 0, :])
             keep = torch.sigmoid(i[..., 1, :] + g[..., 1, :] + 1.0)
             n = torch.relu(i[..., 2, :] + r * g[..., 2, :])
