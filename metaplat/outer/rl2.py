@@ -113,11 +113,6 @@ class RL2Config:
         for f in positive:
             if int(getattr(self, f)) < 1:
                 raise ValueError(f"{f} must be >= 1, got {getattr(self, f)!r}")
-        if self.lr_anneal_iterations < 0:
-            raise ValueError(
-                "lr_anneal_iterations must be >= 0 (0: constant), "
-                f"got {self.lr_anneal_iterations!r}"
-            )
         if self.minibatches > self.tasks_per_iteration:
             raise ValueError(
                 f"minibatches ({self.minibatches}) must be <= tasks_per_iteration "
@@ -135,7 +130,7 @@ class RL2Config:
         for f in ("learning_rate", "clip", "max_grad_norm"):
             if not getattr(self, f) > 0:
                 raise ValueError(f"{f} must be > 0, got {getattr(self, f)!r}")
-        for f in ("entropy_coef", "value_coef"):
+        for f in ("entropy_coef", "value_coef", "lr_anneal_iterations"):
             if getattr(self, f) < 0:
                 raise ValueError(f"{f} must be >= 0, got {getattr(self, f)!r}")
 
