@@ -152,7 +152,7 @@ def test_ppo_loss_clips_like_the_paper() -> None:
     assert info["entropy"].item() == pytest.approx((2 * h + h3) / 3, abs=1e-6)
 
 
-def _algo(workers: int, seed: int = 0) -> RL2:
+def _algo(workers: int, seed: int = 0, **overrides: Any) -> RL2:
     cfg = RL2Config(
         episodes_per_trial=4,
         tasks_per_iteration=12,
@@ -160,6 +160,7 @@ def _algo(workers: int, seed: int = 0) -> RL2:
         epochs=2,
         minibatches=3,
         eval_tasks=20,
+        **overrides,
     )
     return RL2(cfg, make_family("bandit", {"num_arms": 3}), LocalPool(workers), seed)
 
@@ -442,16 +443,7 @@ def test_bfloat16_learner_keeps_float32_state_and_follows_the_float32_update() -
 
 
 def test_annealed_step_size_falls_linearly_to_zero_and_then_updates_nothing() -> None:
-    cfg = RL2Config(
-        episodes_per_trial=6,
-        tasks_per_iteration=16,
-        hidden_size=16,
-        epochs=1,
-        minibatches=1,
-        learning_rate=1e-3,
-        lr_anneal_iterations=4,
-    )
-    algo = RL2(cfg, make_family("bandit", {"num_arms": 3}), LocalPool(1), seed=0)
+    algo = _algo(1, learning_rate=1e-3, lr_anneal_iterations=4)
     assert [algo.learning_rate_at(i) for i in (0, 1, 2, 4, 9)] == pytest.approx(
         [1e-3, 7.5e-4, 5e-4, 0.0, 0.0]
     )
@@ -463,8 +455,7 @@ def test_annealed_step_size_falls_linearly_to_zero_and_then_updates_nothing() ->
     after, metrics = algo.step(late)  # past the schedule's end: nothing moves
     assert metrics["train/lr"] == 0.0 and after.iteration == 5
     assert all(torch.equal(after.params[k], late.params[k]) for k in late.params)
-    constant = RL2(dataclasses.replace(cfg, lr_anneal_iterations=0), algo.family, LocalPool(1), 0)
-    assert constant.learning_rate_at(10**6) == 1e-3
+    assert _algo(1, learning_rate=1e-3).learning_rate_at(10**6) == 1e-3
     with pytest.raises(ValueError, match="lr_anneal_iterations must be >= 0"):
         RL2Config(lr_anneal_iterations=-1)
 
