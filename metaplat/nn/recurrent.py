@@ -290,7 +290,8 @@ class LNGRU(nn.Module):
         out = []
         # unbind, not gi[t]: the backward of each gi[t] writes a zero gradient the size of all
         # of gi, which made the backward quadratic in the trial length (forward and backward of
-        # 500 steps x 128 trials, H=128, one CPU thread: 22.2 s with gi[t], 0.9 s with unbind)
+        # 500 steps x 128 trials, H=128, one CPU thread: 22.2 s with gi[t], 0.9 s with unbind;
+        # benchmarks/rl2_cells.py prints the cost per step at 500 vs 100 steps)
         for i in gi.unbind(0):
             g = norm(h @ self.weight_hh.T, self.ln_hh_weight, self.ln_hh_bias)
             r = torch.sigmoid(i[..., 0, :] + g[..., 0, :])
