@@ -1,0 +1,32 @@
+"""Lint, format and type checks as part of the test run, so CI (which runs exactly the
+README's test command) gates on them. The tools are pinned in the ``test`` extra, so a new
+release of either cannot turn a clean tree red."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+
+
+@pytest.mark.parametrize("check", [("check", "."), ("format", "--check", ".")])
+def test_ruff(check: tuple[str, ...]) -> None:
+    pytest.importorskip("ruff", reason="ruff comes with the test extra: pip install -e '.[test]'")
+    out = _run("ruff", *check)
+    assert out.returncode == 0, f"ruff {' '.join(check)}:\n{out.stdout}{out.stderr}"
+
+
+def test_mypy(tmp_path: Path) -> None:
+    pytest.importorskip("mypy", reason="mypy comes with the test extra: pip install -e '.[test]'")
+    out = _run("mypy", "--cache-dir", str(tmp_path / "cache"), "metaplat", "environments")
+    assert out.returncode == 0, f"mypy metaplat environments:\n{out.stdout}{out.stderr}"
