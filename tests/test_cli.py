@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from _paths import SPECS
 
 from metaplat.cli import main
 from metaplat.tasks.registry import FAMILIES
@@ -153,9 +154,6 @@ def test_report_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "is not an experiment folder" in capsys.readouterr().err
 
 
-REPO = Path(__file__).resolve().parent.parent
-
-
 @pytest.mark.ray
 @pytest.mark.parametrize(
     "spec, overrides",
@@ -176,7 +174,7 @@ def test_repo_spec_runs_end_to_end_and_resume_keeps_results(
     spec: str,
     overrides: list[str],
 ) -> None:
-    argv = ["run", str(REPO / "tune_specs" / spec), "--storage-path", str(tmp_path)]
+    argv = ["run", str(SPECS / spec), "--storage-path", str(tmp_path)]
     argv += [a for o in overrides for a in ("--set", o)]
     assert main(argv) == 0
     out = capsys.readouterr().out
@@ -201,7 +199,7 @@ def test_rllib_spec_runs_end_to_end_on_two_cpus(
     there: "placement group bundle index 1 is invalid"), and the trial finishes."""
     from ray.tune import ExperimentAnalysis
 
-    argv = ["run", str(REPO / "tune_specs" / "rl2_cartpole_rllib.yaml")]
+    argv = ["run", str(SPECS / "rl2_cartpole_rllib.yaml")]
     argv += ["--storage-path", str(tmp_path), "--name", "rllib", "--iterations", "1"]
     for o in (
         "method.config.train_batch_size=400",

@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from _paths import ROOT, SPECS
 
 SCRIPT = r"""
 import json, os, signal, sys
@@ -197,7 +196,7 @@ finally:
 
 @pytest.mark.ray
 def test_cli_run_joins_a_multi_node_cluster_by_address(tmp_path: Path) -> None:
-    spec = ROOT / "tune_specs" / "quickstart.yaml"
+    spec = SPECS / "quickstart.yaml"
     proc_args = [str(spec), str(tmp_path / "results")]
     r = run_isolated_with_args(CLI_SCRIPT, tmp_path, proc_args)
     assert r == {"rc": 0, "ray_left_connected": False}  # joined, ran, and disconnected

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from _paths import SPECS
 from gymnasium.utils.env_checker import check_env
 
 from metaplat.outer.rl2_rllib import TrialEnv, trial_observation
@@ -126,16 +126,13 @@ def test_rllib_sequential_evaluation_agrees_with_batched_in_distribution(
         algo.close()
 
 
-REPO = Path(__file__).resolve().parent.parent
 RLLIB_SPECS = ("rl2_cartpole_rllib.yaml", "rl2_point_nav_rllib.yaml")
 
 
 def rllib_spec(name: str = "rl2_cartpole_rllib.yaml", **method_config: Any) -> Any:
     from metaplat.specs.loader import load_spec
 
-    return load_spec(
-        REPO / "tune_specs" / name, {f"method.config.{k}": v for k, v in method_config.items()}
-    )
+    return load_spec(SPECS / name, {f"method.config.{k}": v for k, v in method_config.items()})
 
 
 @pytest.mark.parametrize(
@@ -186,7 +183,7 @@ def test_rllib_method_uses_no_pool_and_says_which_fields_size_it() -> None:
         check_fits(spec, RL2RLlib, {"CPU": 2.0})  # the shipped specs fit a 2-core laptop
         assert "driver + 1 rl2_rllib actors (2 CPU) per trial" in summary(spec)
     # a pool worker would hold CPUs (and a bundle) that nothing uses: refused up front
-    pooled = load_spec(REPO / "tune_specs" / RLLIB_SPECS[0], {"workers.num_workers": 1})
+    pooled = load_spec(SPECS / RLLIB_SPECS[0], {"workers.num_workers": 1})
     with pytest.raises(SpecError, match="does not use the worker pool") as info:
         validate_spec(pooled)
     assert "method.config.num_env_runners" in str(info.value)
@@ -202,7 +199,7 @@ def test_rllib_method_uses_no_pool_and_says_which_fields_size_it() -> None:
     check_fits(rllib_spec(num_env_runners=2, num_cpus_per_env_runner=0.5), RL2RLlib, {"CPU": 2.0})
     # a searched runner count: every trial is sized by its own value, so every value is checked
     searched = load_spec(
-        REPO / "tune_specs" / RLLIB_SPECS[0],
+        SPECS / RLLIB_SPECS[0],
         {"tune.search_space": {"method.config.num_env_runners": {"grid": [0, 1, 3]}}},
     )
     with pytest.raises(SpecError, match=r"needs 4 CPU .*searched \{'method.config.num_env_run"):

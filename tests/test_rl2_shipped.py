@@ -6,11 +6,9 @@ clone."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from _paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "benchmarks" / "rl2_checkpoints"
 # cell -> the mean its shipped policy must beat on 200 meta-test tasks: well above random
 # (n/2) and a fresh policy, a few CIs below what the trained policy scores on 1000 tasks

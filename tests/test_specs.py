@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from _paths import SPECS
 from toy_outer import ToyConfig, ToyLoop
 
 from metaplat.outer.base import METHODS
@@ -344,7 +345,7 @@ def test_replace_path() -> None:
     assert copy.deepcopy(spec) == spec
 
 
-REPO_SPECS = sorted((Path(__file__).resolve().parents[1] / "tune_specs").glob("*.yaml"))
+REPO_SPECS = sorted(SPECS.glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", REPO_SPECS or [None], ids=lambda p: p.name if p else "none")

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
+from _paths import ROOT
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
