@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from _paths import ROOT
 
-CLUSTER_YAML = Path(__file__).resolve().parents[1] / "cluster.yaml"
+CLUSTER_YAML = ROOT / "cluster.yaml"
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from _paths import SPECS
 
 from metaplat.nn.controller import (
     Controller,
@@ -116,8 +117,7 @@ def test_policy_config_takes_the_algorithm_from_a_spec_dict() -> None:
 
 
 def test_spec_with_ppo_drives_a_searcher_that_saves_and_restores(tmp_path: Path) -> None:
-    spec = yaml.safe_load((Path(__file__).parent.parent / "tune_specs/nas_mlp_sinusoid.yaml")
-                          .read_text())  # fmt: skip
+    spec = yaml.safe_load((SPECS / "nas_mlp_sinusoid.yaml").read_text())
     section = spec["tune"]["search_alg"] | {"batch_size": 2}
     assert section["controller"]["algorithm"] == "reinforce"  # the documented default
     section["controller"] = section["controller"] | {"algorithm": "ppo", "ppo_epochs": 2}

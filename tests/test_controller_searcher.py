@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from _paths import SPECS
 from ray.tune.search import ConcurrencyLimiter
 
 from metaplat.search.batched import run_search
@@ -19,7 +20,6 @@ from metaplat.workers.base import LocalPool
 
 SPACE = {"kind": "nas_mlp", "max_layers": 2, "widths": [4, 8]}
 TINY_CHILD = {"steps": 5, "data": {"num_train": 32, "num_val": 32}}
-SPECS = Path(__file__).parent.parent / "tune_specs"
 
 
 def _searcher(**policy) -> ControllerSearcher:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _paths import SPECS
 
 from metaplat.estimators import backprop
 from metaplat.estimators.backprop import LR_PREFIX, MetaGradJob, ModelSpec, make_kernels
@@ -322,7 +323,7 @@ def test_vmap_failure_falls_back_to_the_loop(monkeypatch: pytest.MonkeyPatch, ca
 
 
 # -- specs --------------------------------------------------------------------------------
-SPECS = (
+SPEC_NAMES = (
     "quickstart",
     "maml_sinusoid_paper",
     "fomaml_sinusoid",
@@ -332,15 +333,12 @@ SPECS = (
 )
 
 
-@pytest.mark.parametrize("name", SPECS)
+@pytest.mark.parametrize("name", SPEC_NAMES)
 def test_tune_specs_build_valid_configs(name: str) -> None:
-    import pathlib
 
     import yaml
 
-    d = yaml.safe_load(
-        (pathlib.Path(__file__).parents[1] / "tune_specs" / f"{name}.yaml").read_text()
-    )
+    d = yaml.safe_load((SPECS / f"{name}.yaml").read_text())
     cls = METHODS.get(d["method"]["name"])
     cls(
         cls.Config(**d["method"]["config"]),

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _paths import SPECS
 from _rl2_fixtures import runs_over_sharding
 
 from metaplat.inner.rl import discounted_returns, gae, ppo_loss
@@ -510,13 +511,11 @@ def test_rl2_rollout_on_cuda_matches_cpu() -> None:
     "name", ["rl2_bandits", "rl2_mdp", "rl2_point_nav", "rl2_point_nav_rllib", "rl2_cartpole_rllib"]
 )
 def test_tune_specs_build_their_method_configs(name: str) -> None:
-    from pathlib import Path
-
     import yaml
 
     from metaplat.outer.rl2_rllib import RL2RLlibConfig
 
-    spec = yaml.safe_load((Path(__file__).parents[1] / "tune_specs" / f"{name}.yaml").read_text())
+    spec = yaml.safe_load((SPECS / f"{name}.yaml").read_text())
     config = {"rl2": RL2Config, "rl2_rllib": RL2RLlibConfig}[spec["method"]["name"]]
     config(**spec["method"]["config"])
     assert spec["tune"]["metric"] == "val/trial_return"
