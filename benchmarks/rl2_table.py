@@ -10,6 +10,10 @@
     # also score a moving average of the phase's parameters as a kept-best candidate
     PYTHONPATH=. python benchmarks/rl2_table.py --bandits 100x5 --mdp "" --train b100x5 \
         --budget 1800 --from-best --ema 0.995 --val-tasks 1000
+    # the n=500 file played for 100 pulls, paired against the n=100 file on the same tasks
+    PYTHONPATH=. python benchmarks/rl2_table.py --bandits 100x10 --mdp "" \
+        --ckpt-dir benchmarks/rl2_checkpoints --tasks 50000 --tune-tasks 1000 \
+        --compare benchmarks/rl2_checkpoints/rl2_bandit_num_arms10_n500.pt
     # a longer-trial cell warm-started from a trained one
     PYTHONPATH=. python benchmarks/rl2_table.py --bandits 500x5 --mdp "" --train b500x5 \
         --init-from b100x5 --budget 2400
@@ -45,6 +49,7 @@ from metaplat.rl2_table import (
     format_table,
     mdp_candidates,
     paired_gap,
+    play_checkpoint,
     rl2_setting,
     score_baselines,
     score_rl2,
@@ -114,6 +119,13 @@ def main() -> None:
         default=0.0,
         help="also score a moving average of the phase's parameters with this decay "
         "(e.g. 0.99) at each evaluation, as a candidate for the kept best (0: off)",
+    )
+    p.add_argument(
+        "--compare",
+        type=Path,
+        help="also score another RL² checkpoint on each cell's meta-test tasks, paired with "
+        "the cell's: a folder (its file for the same cell) or one .pt file, played in each "
+        "cell (e.g. an n=500 file scored as an n=100 policy)",
     )
     p.add_argument(
         "--per-episode",
@@ -196,6 +208,27 @@ def main() -> None:
             note += f"; kept best: the parameter average (ema {facts['best_ema']:g})"
         return mean, half, note
 
+    def with_compare(
+        cell: tuple[float, float, str] | None, setting: RL2Setting, per_task: dict[str, Any]
+    ) -> tuple[float, float, str] | None:
+        """``--compare``'s checkpoint scored on the same meta-test tasks, and the paired
+        per-task difference (this cell's file minus that one), appended to RL²'s note."""
+        if cell is None or args.compare is None:
+            return cell
+        other = args.compare
+        if other.suffix != ".pt":
+            other = other / f"{setting.tag}.pt"
+        if not other.exists():
+            return (*cell[:2], f"{cell[2]}; compare: {other} does not exist")
+        theirs = score_rl2(*play_checkpoint(setting, other, args.seed), args.tasks, args.seed)
+        mean, half = mean_ci95(theirs.numpy())
+        diff, dhalf = mean_ci95((per_task["rl2"] - theirs).numpy())
+        return (
+            *cell[:2],
+            f"{cell[2]}; {other} on the same tasks: {mean:.2f} ± {half:.2f}, "
+            f"paired (this file - that one): {diff:+.2f} ± {dhalf:.2f}",
+        )
+
     def add_curves(setting: str, per_episode: dict[str, torch.Tensor] | None) -> None:
         if per_episode:  # RL² first, then the baselines in the table's order
             ordered = dict(sorted(per_episode.items(), key=lambda kv: kv[0] != "rl2"))
@@ -225,9 +258,10 @@ def main() -> None:
                     per_episode=per_episode,
                 )
             )
-            cells["rl2"] = with_gap(
-                rl2_cell(f"b{n}x{k}", rl2_setting("bandit", n, k), per_task, per_episode),
-                cells,
+            setting = rl2_setting("bandit", n, k)
+            cells["rl2"] = with_compare(
+                with_gap(rl2_cell(f"b{n}x{k}", setting, per_task, per_episode), cells, per_task),
+                setting,
                 per_task,
             )
             row = f"n={n},k={k}"
@@ -261,8 +295,11 @@ def main() -> None:
                     per_episode=per_episode,
                 )
             )
-            cells["rl2"] = with_gap(
-                rl2_cell(f"m{n}", rl2_setting("mdp", n), per_task, per_episode), cells, per_task
+            setting = rl2_setting("mdp", n)
+            cells["rl2"] = with_compare(
+                with_gap(rl2_cell(f"m{n}", setting, per_task, per_episode), cells, per_task),
+                setting,
+                per_task,
             )
             rows[f"n={n}"], paper[f"n={n}"] = cells, PAPER_MDP[n]
             add_curves(f"tabular MDPs n={n}", per_episode)

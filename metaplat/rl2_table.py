@@ -226,6 +226,31 @@ def config_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def carried_network(facts: dict[str, Any]) -> dict[str, Any]:
+    """The network-shaping fields (:data:`NETWORK_FIELDS`) a saved cell's last phase set:
+    its policy reads and computes with them, so later phases and scoring keep them."""
+    phases = facts.get("phases") or [{}]
+    return {k: v for k, v in phases[-1].get("overrides", {}).items() if k in NETWORK_FIELDS}
+
+
+def play_checkpoint(setting: RL2Setting, path: Path, seed: int = 0) -> tuple[RL2, Any]:
+    """The kept best of the checkpoint at ``path`` as a policy in ``setting``: its own
+    cell's, or another cell's with the same network shapes (e.g. an n=500 bandit file
+    played for 100 pulls). The network fields its last phase set come with it; a policy
+    for other shapes (another number of arms, another family) is an error that names them."""
+    saved = torch.load(path, weights_only=True)
+    cfg = dataclasses.replace(setting.rl2, **carried_network(saved["facts"]))
+    algo = RL2(cfg, make_family(setting.family, setting.config), LocalPool(1), seed)
+    best = widen_inputs(saved["best"], algo.net.input_size)
+    shapes = {k: tuple(v.shape) for k, v in algo.init().params.items()}
+    if {k: tuple(v.shape) for k, v in best["params"].items()} != shapes:
+        raise ValueError(
+            f"cannot play {path} in {setting.tag}: its parameters have other shapes "
+            f"(needs {shapes})"
+        )
+    return algo, algo.load_state_dict(best)
+
+
 def _phase(
     cfg: RL2Config,
     from_iteration: int,
@@ -297,10 +322,7 @@ def train_rl2(
     saved = torch.load(path, weights_only=True) if path is not None and path.exists() else None
     # fields that shape the network stay as the cell's last phase set them (a phase that
     # switched time_inputs on left a policy that reads them), unless overridden again
-    carried = {}
-    if saved is not None and saved["facts"].get("phases"):
-        last = saved["facts"]["phases"][-1].get("overrides", {})
-        carried = {k: v for k, v in last.items() if k in NETWORK_FIELDS}
+    carried = carried_network(saved["facts"]) if saved is not None else {}
     rl2_cfg = dataclasses.replace(setting.rl2, **(carried | (overrides or {})))
     algo = RL2(rl2_cfg, family, LocalPool(1), seed)
     facts: dict[str, Any] = {"train_s": 0.0, "iterations": 0, "env_steps": 0, "best_val": None}

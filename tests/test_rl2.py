@@ -401,6 +401,30 @@ def test_table_cell_warm_starts_from_another_cells_best(tmp_path: Any) -> None:
         train_rl2(wider, 0.0, 0, tmp_path, init_from=short)
 
 
+def test_table_plays_a_checkpoint_in_another_cell_with_its_network_fields(tmp_path: Any) -> None:
+    from metaplat.rl2_table import RL2Setting, play_checkpoint, score_rl2, train_rl2
+
+    cfg = RL2Config(episodes_per_trial=3, tasks_per_iteration=8, hidden_size=8, minibatches=2)
+    short = RL2Setting("bandit", {"num_arms": 3}, 3, cfg)
+    train_rl2(short, 0.2, 0, tmp_path, val_tasks=10)
+    train_rl2(short, 0.2, 0, tmp_path, {"time_inputs": True}, val_tasks=10)
+    algo, best, _ = train_rl2(short, 0.0, 0, tmp_path)
+    path = tmp_path / f"{short.tag}.pt"
+    # in its own cell: the very policy the table scores, on the same tasks
+    own, state = play_checkpoint(short, path)
+    assert torch.equal(score_rl2(own, state, 50, 0), score_rl2(algo, best, 50, 0))
+    # in a longer-trial cell: the same parameters, still reading the step in the trial
+    longer = RL2Setting(
+        "bandit", {"num_arms": 3}, 6, dataclasses.replace(cfg, episodes_per_trial=6)
+    )
+    other, state = play_checkpoint(longer, path)
+    assert other.net.time_inputs and other.config.episodes_per_trial == 6
+    assert all(torch.equal(state.params[k], best.params[k]) for k in best.params)
+    assert score_rl2(other, state, 50, 0).shape == (50,)
+    with pytest.raises(ValueError, match="cannot play .* in .*other shapes"):
+        play_checkpoint(RL2Setting("bandit", {"num_arms": 4}, 3, cfg), path)
+
+
 def test_table_phase_overrides_parse_to_field_types_and_name_bad_ones() -> None:
     from metaplat.rl2_table import config_overrides
 

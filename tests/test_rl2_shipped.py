@@ -6,6 +6,11 @@ clone."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+
 import pytest
 from _paths import ROOT
 
@@ -42,3 +47,41 @@ def test_shipped_rl2_checkpoint_scores_from_a_fresh_clone(tag: str, bar: float) 
     assert path.read_bytes() == before  # scoring only never rewrites a shipped checkpoint
     assert facts["iterations"] > 0 and facts["phases"]
     assert score_rl2(algo, best, 200, 0).mean().item() > bar
+
+
+def test_table_compares_a_checkpoint_with_another_on_the_same_tasks() -> None:
+    """``--compare`` scores a second file on the cell's meta-test tasks, paired: a file
+    against itself differs by exactly nothing, and a file from another cell is played in
+    this one (the n=500 policy for 10 pulls)."""
+    table = ROOT / "benchmarks" / "rl2_table.py"
+
+    def note(compare: str) -> str:
+        out = subprocess.run(
+            [
+                sys.executable,
+                str(table),
+                "--bandits",
+                "10x5",
+                "--mdp",
+                "",
+                "--tasks",
+                "100",
+                "--tune-tasks",
+                "20",
+                "--ckpt-dir",
+                str(SHIPPED),
+                "--compare",
+                compare,
+            ],
+            env=os.environ | {"PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=300,
+        ).stdout
+        return out.split("rl2:")[1]
+
+    assert "paired (this file - that one): +0.00 ± 0.00" in note(str(SHIPPED))
+    longer = note(str(SHIPPED / "rl2_bandit_num_arms5_n500.pt"))
+    found = re.search(r"n500\.pt on the same tasks: ([\d.]+) ± [\d.]+, paired", longer)
+    assert found and float(found[1]) > 6.0  # random: 5 per 10 pulls
