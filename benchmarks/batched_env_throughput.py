@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from metaplat.tasks.base import RLFamily
 from metaplat.tasks.registry import make_family
 
 BATCH_SIZES = (1, 64, 1024, 16384)
@@ -51,6 +52,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     family = make_family(args.family)
+    if not (isinstance(family, RLFamily) and family.batchable):
+        parser.error(f"--family {args.family}: has no batched environment")
     rng = np.random.default_rng(0)
     steps = min(args.steps, getattr(family, "horizon", args.steps))
     discrete = args.family == "cartpole_physics"

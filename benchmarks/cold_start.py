@@ -63,7 +63,7 @@ def time_to_first_result(spec: Path, dashboard: bool, timeout: float) -> float:
         )
         killer = threading.Timer(timeout, proc.kill)
         killer.start()
-        elapsed, tail = float("inf"), []
+        elapsed, tail = float("inf"), list[str]()
         assert proc.stdout is not None
         for line in proc.stdout:
             tail = (tail + [line])[-20:]

@@ -36,7 +36,7 @@ from torch.func import functional_call
 from metaplat.estimators.backprop import LR_PREFIX, Kernel, MetaGradJob, ModelSpec, make_kernels
 from metaplat.inner.adapt import InnerRule, Params
 from metaplat.optim.functional import adam_init, adam_update, sgd_update
-from metaplat.tasks.base import Episode
+from metaplat.tasks.base import Episode, Split
 from metaplat.tasks.registry import make_family
 
 MODEL = ModelSpec(kind="mlp", in_shape=(1,), out_dim=1, hidden=(40, 40))
@@ -103,7 +103,8 @@ def loop_step(
             q.backward()
         else:
             for n, gi in zip(names, torch.autograd.grad(q, [p[n] for n in names]), strict=True):
-                weights[n].grad = gi if weights[n].grad is None else weights[n].grad + gi
+                prev = weights[n].grad
+                weights[n].grad = gi if prev is None else prev + gi
     opt.step()
 
 
@@ -150,7 +151,7 @@ def initial(method: str, seed: int) -> Params:
     return p
 
 
-def episodes(n: int, seed: int, split: str = "train") -> list[Episode]:
+def episodes(n: int, seed: int, split: Split = "train") -> list[Episode]:
     fam = make_family("sinusoid", {"num_support": 10, "num_query": 10})
     rng = np.random.default_rng(seed)
     return [fam.build_batch(fam.sample(rng, split, META_BATCH)) for _ in range(n)]  # type: ignore[attr-defined]
@@ -242,7 +243,7 @@ def main() -> None:
             vmap = Vectorised(method, steps, initial(method, 0), "vmap")
             bmm_ag = Vectorised(method, steps, initial(method, 0), "bmm", by_hand=False)
             bmm = Vectorised(method, steps, initial(method, 0), "bmm")
-            fns = [
+            fns: list[Callable[[Episode], None]] = [
                 lambda ep: loop_step(method, steps, theta, opt, ep),  # noqa: B023
                 lambda ep: loop_step(method, steps, theta2, opt2, ep, module_net),  # noqa: B023
                 vmap.step,

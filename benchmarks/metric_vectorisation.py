@@ -56,13 +56,13 @@ def main() -> None:
 
     def loop() -> None:
         def total(p: dict[str, torch.Tensor]) -> torch.Tensor:
-            out = 0.0
+            out = torch.zeros(())
             for t in range(a.tasks):
                 logits = functional_call(
                     model, p, (ep.support_x[t], ep.support_y[t], ep.query_x[t]), {"num_ways": 5}
                 )
                 out = out + torch.nn.functional.cross_entropy(logits, ep.query_y[t])
-            return out  # type: ignore[return-value]
+            return out
 
         grad(total)(params)
 

@@ -112,7 +112,7 @@ def _importable_jobs(hidden: int, inner_steps: int) -> tuple[Any, Any]:
     try:
         from benchmarks import pool_overhead as mod
     except ImportError:  # run from elsewhere without the repo root on the path
-        import __main__ as mod
+        import __main__ as mod  # type: ignore[no-redef]
     return mod.TimedJob(mod.MamlSinusoidJob(hidden, inner_steps)), mod.CountJob()
 
 

@@ -41,6 +41,7 @@ from metaplat.rl2_table import (
     MDP_METHODS,
     PAPER_BANDITS,
     PAPER_MDP,
+    Cell,
     RL2Setting,
     bandit_candidates,
     cell_setting,
@@ -245,7 +246,7 @@ def main() -> None:
             n, k = map(int, item.split("x"))
             per_task: dict[str, torch.Tensor] = {}
             per_episode: dict[str, torch.Tensor] | None = {} if args.per_episode else None
-            cells = dict(
+            cells: dict[str, Cell | None] = dict(
                 score_baselines(
                     "bandit",
                     {"num_arms": k},

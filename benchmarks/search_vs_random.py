@@ -17,10 +17,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Any
 
 import torch
 
-from metaplat.nn.controller import ALGORITHMS
+from metaplat.nn.controller import ALGORITHMS, ControllerConfig
 from metaplat.optim import dsl
 from metaplat.search.batched import run_search
 from metaplat.search.children import ChildConfig, run_child
@@ -35,16 +36,22 @@ NAS_CHILD = {"steps": 50, "lr": 0.02, "data": {"source": "spirals", "num_classes
              "noise": 0.2, "num_train": 256, "num_val": 256}}  # fmt: skip
 NOS_SPACE = {"kind": "nos", "num_units": 2}
 LRS = [1.0, 0.1, 0.01, 0.001]
-NOS_CHILD = {"steps": 60, "lrs": LRS, "data": {"source": "spirals", "num_classes": 3,
-             "noise": 0.1, "num_train": 256, "num_val": 256}}  # fmt: skip
+NOS_CHILD: dict[str, Any] = {"steps": 60, "lrs": LRS, "data": {"source": "spirals",
+             "num_classes": 3, "noise": 0.1, "num_train": 256, "num_val": 256}}  # fmt: skip
 HELD_OUT = NOS_CHILD | {"steps": 60, "data": NOS_CHILD["data"] | {"num_classes": 4, "seed": 17}}
-CONTROLLER = {"hidden": 35, "layers": 2, "lr": 0.02, "baseline_decay": 0.8, "entropy_coef": 1e-3}
+CONTROLLER: dict[str, Any] = {
+    "hidden": 35,
+    "layers": 2,
+    "lr": 0.02,
+    "baseline_decay": 0.8,
+    "entropy_coef": 1e-3,
+}
 
 
 def search(
     space: dict, child: dict, n: int, batch: int, seed: int, random: bool, algorithm: str
 ) -> SearchPolicy:
-    controller = CONTROLLER | {"algorithm": algorithm}
+    controller = ControllerConfig(**CONTROLLER | {"algorithm": algorithm})
     cfg = PolicyConfig(batch_size=batch, seed=seed, random=random, controller=controller)
     policy = SearchPolicy(make_space(space), cfg)
     with LocalPool() as pool:
@@ -67,7 +74,9 @@ def nas(seeds: list[int], n: int, batch: int, algorithm: str) -> None:
         row = (max(c_r), max(r_r), statistics.mean(c_r[-batch:]), statistics.mean(r_r),
                statistics.mean(r_r[-batch:]))  # fmt: skip
         rows.append(row)
-        best = c.space.describe(c.space.decode(c.best()[0]))
+        found = c.best()
+        assert found is not None  # n > 0 children were trained
+        best = c.space.describe(c.space.decode(found[0]))
         print(f"{seed:>4} | {row[0]:9.3f} {row[1]:9.3f} | "
               f"{row[2]:20.3f} {row[3]:9.3f} {row[4]:20.3f}"
               f" | {best}  ({time.perf_counter() - t0:.0f}s)")  # fmt: skip
@@ -129,8 +138,8 @@ def nos(seed: int, n: int, batch: int, top: int, no_adam: bool, algorithm: str) 
             tag = " [sign-agreement]" if _sign_agreement(program_of(pol.space.decode(t))) else ""
             print(f"  {r:6.3f} {h.reward:8.3f}  {f}{tag}")
     for name in ("momentum", "adam", "powersign", "addsign"):
-        h = run_child({"kind": "nos", **dsl.NAMED[name].to_dict()}, held, seed).reward
-        print(f"  held-out {name:>9}: {h:.3f}")
+        reward = run_child({"kind": "nos", **dsl.NAMED[name].to_dict()}, held, seed).reward
+        print(f"  held-out {name:>9}: {reward:.3f}")
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -526,8 +526,8 @@ def format_episode_curves(title: str, curves: dict[str, torch.Tensor], bins: int
 def format_table(
     title: str,
     methods: Sequence[str],
-    rows: dict[str, dict[str, Cell | None]],
-    paper: dict[str, Sequence[float]],
+    rows: Mapping[str, Mapping[str, Cell | None]],
+    paper: Mapping[str, Sequence[float]],
 ) -> str:
     """One table: rows are settings, columns methods; cells ``mean ± ci [paper]``."""
     width = 22
