@@ -210,8 +210,8 @@ def main() -> None:
         return mean, half, note
 
     def with_compare(
-        cell: tuple[float, float, str] | None, setting: RL2Setting, per_task: dict[str, Any]
-    ) -> tuple[float, float, str] | None:
+        cell: Cell | None, setting: RL2Setting, per_task: dict[str, torch.Tensor]
+    ) -> Cell | None:
         """``--compare``'s checkpoint scored on the same meta-test tasks, and the paired
         per-task difference (this cell's file minus that one), appended to RL²'s note."""
         if cell is None or args.compare is None:
