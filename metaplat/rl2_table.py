@@ -242,13 +242,18 @@ def play_checkpoint(setting: RL2Setting, path: Path, seed: int = 0) -> tuple[RL2
     cfg = dataclasses.replace(setting.rl2, **carried_network(saved["facts"]))
     algo = RL2(cfg, make_family(setting.family, setting.config), LocalPool(1), seed)
     best = widen_inputs(saved["best"], algo.net.input_size)
-    shapes = {k: tuple(v.shape) for k, v in algo.init().params.items()}
-    if {k: tuple(v.shape) for k, v in best["params"].items()} != shapes:
-        raise ValueError(
-            f"cannot play {path} in {setting.tag}: its parameters have other shapes "
-            f"(needs {shapes})"
-        )
+    _require_shapes(best["params"], algo.init().params, f"cannot play {path} in {setting.tag}")
     return algo, algo.load_state_dict(best)
+
+
+def _require_shapes(
+    params: dict[str, torch.Tensor], like: dict[str, torch.Tensor], what: str
+) -> None:
+    """``params`` must have the parameter names and shapes of ``like`` (a fresh network of
+    the cell); otherwise a ``ValueError`` that starts with ``what`` and names the shapes."""
+    shapes = {k: tuple(v.shape) for k, v in like.items()}
+    if {k: tuple(v.shape) for k, v in params.items()} != shapes:
+        raise ValueError(f"{what}: its parameters have other shapes (needs {shapes})")
 
 
 def _phase(
@@ -335,12 +340,9 @@ def train_rl2(
     if init_from is not None and ckpt_dir is not None and saved is None:
         source = torch.load(ckpt_dir / f"{init_from.tag}.pt", weights_only=True)
         params = widen_hidden(source["best"], fresh.params)["params"]
-        shapes = {k: tuple(v.shape) for k, v in state.params.items()}
-        if {k: tuple(v.shape) for k, v in params.items()} != shapes:
-            raise ValueError(
-                f"cannot warm-start {setting.tag} from {init_from.tag}: its parameters have "
-                f"other shapes (needs {shapes})"
-            )
+        _require_shapes(
+            params, state.params, f"cannot warm-start {setting.tag} from {init_from.tag}"
+        )
         # the value head predicts returns over the source's scale: keep it with the head
         state = dataclasses.replace(
             state,

@@ -335,7 +335,6 @@ SPEC_NAMES = (
 
 @pytest.mark.parametrize("name", SPEC_NAMES)
 def test_tune_specs_build_valid_configs(name: str) -> None:
-
     import yaml
 
     d = yaml.safe_load((SPECS / f"{name}.yaml").read_text())

@@ -28,8 +28,9 @@ def test_mypy() -> None:
     pytest.importorskip("mypy", reason="mypy comes with the test extra: pip install -e '.[test]'")
     # mypy's own cache (.mypy_cache, git-ignored): cold on a fresh clone (about 40 s), a few
     # seconds on a re-run, and it re-checks whatever changed
-    # the benchmark scripts too: each is a module of its own (no package), so one mypy run
-    # per script would find pool_overhead twice; --explicit-package-bases keeps them apart
+    # the benchmark scripts too, each named as a file: pool_overhead.py also imports itself
+    # as ``benchmarks.pool_overhead``, which mypy would otherwise count as a second module;
+    # --explicit-package-bases names every file by its path from the root
     paths = ("metaplat", "environments", *sorted(map(str, (ROOT / "benchmarks").glob("*.py"))))
     out = _run("mypy", "--explicit-package-bases", *paths)
     assert out.returncode == 0, f"mypy {' '.join(paths)}:\n{out.stdout}{out.stderr}"
