@@ -16,7 +16,7 @@ from _rl2_fixtures import runs_over_sharding
 from metaplat.inner.rl import discounted_returns, gae, ppo_loss
 from metaplat.inner.trials import StepInput, evaluate_policy, run_trials
 from metaplat.nn.recurrent import GRUPolicy
-from metaplat.outer.rl2 import RL2, RL2Config, RL2Policy
+from metaplat.outer.rl2 import RL2, RL2Config, RL2Policy, minibatch_grad
 from metaplat.tasks.registry import make_family
 from metaplat.workers.base import LocalPool
 
@@ -91,6 +91,30 @@ def test_rollout_steps_and_the_learners_whole_trial_unroll_agree(cell: str) -> N
         assert torch.allclose(head[0], heads[t], atol=1e-5)
         assert torch.allclose(value[0], values[t], atol=1e-5)
     assert torch.allclose(h, h_end, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lngru"])
+def test_the_loop_unroll_computes_what_the_gru_op_computes(cell: str) -> None:
+    # the compiled learner unrolls the plain GRU as a Python loop (gru_loop): same function
+    net = GRUPolicy(4, 3, 16, cell=cell)
+    params = net.init_params(1)
+    x, h0 = torch.randn(9, 5, net.input_size), torch.randn(5, 16)
+    ref_out = zip(net.unroll(params, x, h0), net.unroll(params, x, h0, loop=True), strict=True)
+    for ref, out in ref_out:
+        assert torch.allclose(ref, out, atol=1e-6), (ref - out).abs().max()
+
+
+@pytest.mark.parametrize("cell", ["gru", "lngru"])
+def test_compiled_learner_takes_the_eager_learners_update(cell: str, caplog: Any) -> None:
+    # one update from the same start on the same rollouts, eager vs torch.compile-d
+    eager_algo, algo = _algo(1, rnn_cell=cell), _algo(1, rnn_cell=cell, compile_learner=True)
+    (eager, m_eager), (fast, m_fast) = eager_algo.step(eager_algo.init()), algo.step(algo.init())
+    for k, v in eager.params.items():
+        assert torch.allclose(v, fast.params[k], atol=1e-5), k
+    assert m_fast["train/policy_loss"] == pytest.approx(m_eager["train/policy_loss"], abs=1e-5)
+    assert "failed" not in caplog.text  # it compiled (no eager fallback)
+    # compiling is the slow part: one compiled function per network and loss setting
+    assert minibatch_grad(algo.net, algo.config) is minibatch_grad(algo.net, algo.config)
 
 
 def test_lngru_adds_up_evidence_past_one_and_leans_towards_keeping_its_state() -> None:

@@ -367,7 +367,7 @@ def mlp_meta_grad(num_linear: int, flatten: bool = False, compile: bool = False)
             all_finite,
         )
 
-    run = _compiled(core, "the MLP meta-gradient") if compile else core
+    run = compiled(core, "the MLP meta-gradient") if compile else core
 
     def meta_grad(
         params: Mapping[str, torch.Tensor],
@@ -386,16 +386,16 @@ def mlp_meta_grad(num_linear: int, flatten: bool = False, compile: bool = False)
     return meta_grad
 
 
-def _compiled(fn: Callable[..., Any], what: str) -> Callable[..., Any]:
+def compiled(fn: Callable[..., Any], what: str) -> Callable[..., Any]:
     """``torch.compile(fn)``, falling back to ``fn`` itself (once, with a warning) if compiling
     or running the compiled code raises."""
-    compiled = torch.compile(fn, dynamic=False)
+    fast = torch.compile(fn, dynamic=False)
     state = {"eager": False}
 
     def call(*args: Any) -> Any:
         if not state["eager"]:
             try:
-                return compiled(*args)
+                return fast(*args)
             except Exception as e:  # noqa: BLE001 - any compiler failure: run eagerly instead
                 state["eager"] = True
                 log.warning("torch.compile of %s failed (%s); running it eagerly", what, e)

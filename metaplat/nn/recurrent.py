@@ -195,7 +195,11 @@ class GRUPolicy:
         return torch.cat(parts, -1)
 
     def unroll(
-        self, params: dict[str, torch.Tensor], x: torch.Tensor, h0: torch.Tensor
+        self,
+        params: dict[str, torch.Tensor],
+        x: torch.Tensor,
+        h0: torch.Tensor,
+        loop: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Run the GRU over ``x [T, B, input_size]`` from ``h0 [B, H]``.
 
@@ -203,8 +207,15 @@ class GRUPolicy:
         logits (discrete) or the Gaussian means (continuous). Gradients flow through the
         whole sequence (full backprop through the trial; trials here are <= 1000 steps, so
         no truncation is needed).
+
+        ``loop``: the plain GRU as a Python loop over the steps (:func:`gru_loop`, the same
+        function as ``nn.GRU``) instead of PyTorch's GRU op, so that ``torch.compile`` can
+        fuse each step's element-wise work (the LN-GRU is such a loop already).
         """
         weights = {k: v for k, v in params.items() if k != "log_std"}
+        if loop and self.cell == "gru":
+            hs, h_t = gru_loop(weights, x, h0)
+            return _heads(weights, hs) + (h_t,)
         out: tuple[torch.Tensor, torch.Tensor, torch.Tensor] = functional_call(
             self.module(), weights, (x, h0)
         )
@@ -249,6 +260,35 @@ class GRUPolicy:
         if self.continuous:
             return sample.clamp(-1.0, 1.0) * self.max_action
         return sample
+
+
+def gru_loop(
+    params: dict[str, torch.Tensor], x: torch.Tensor, h0: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``nn.GRU``'s function (one layer, PyTorch's gate order: reset, update, candidate) as
+    a loop over ``x [T, B, I]`` from ``h0 [B, H]`` on the ``gru.*_l0`` entries of
+    ``params``: ``(hs [T, B, H], h_T [B, H])``."""
+    w_hh, b_hh = params["gru.weight_hh_l0"], params["gru.bias_hh_l0"]
+    gi = x @ params["gru.weight_ih_l0"].T + params["gru.bias_ih_l0"]
+    h, out = h0, []
+    for i in gi.unbind(0):  # unbind, not gi[t]: see LNGRU.forward
+        i_r, i_z, i_n = i.chunk(3, -1)
+        g_r, g_z, g_n = (h @ w_hh.T + b_hh).chunk(3, -1)
+        r = torch.sigmoid(i_r + g_r)
+        z = torch.sigmoid(i_z + g_z)
+        n = torch.tanh(i_n + r * g_n)
+        h = (1 - z) * n + z * h
+        out.append(h)
+    return torch.stack(out), h
+
+
+def _heads(params: dict[str, torch.Tensor], hs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The policy head and the value head on hidden states ``hs [..., H]``, in float32."""
+    hs = hs.float()
+    with torch.autocast(hs.device.type, enabled=False):
+        head = nn.functional.linear(hs, params["pi.weight"], params["pi.bias"])
+        value = nn.functional.linear(hs, params["v.weight"], params["v.bias"])
+    return head, value.squeeze(-1)
 
 
 class LNGRU(nn.Module):
@@ -318,9 +358,13 @@ class _Net(nn.Module):
         # under a bfloat16 autocast (RL2Config.learner_dtype) the GRU runs in bfloat16 but
         # the heads stay float32, so log-probabilities compare with the rollout's (the casts
         # are no-ops on CPU, whose autocast GRU returns float32; cuDNN's returns bfloat16)
-        hs = hs.float()
-        with torch.autocast(hs.device.type, enabled=False):
-            return self.pi(hs), self.v(hs).squeeze(-1), h_t.float().squeeze(0)
+        heads = {
+            "pi.weight": self.pi.weight,
+            "pi.bias": self.pi.bias,
+            "v.weight": self.v.weight,
+            "v.bias": self.v.bias,
+        }
+        return _heads(heads, hs) + (h_t.float().squeeze(0),)
 
 
 _NETS: dict[tuple[int, int, int, str], _Net] = {}

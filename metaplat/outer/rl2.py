@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 
+from metaplat.inner.kernels import compiled
 from metaplat.inner.rl import clipped_ppo_loss, gae
 from metaplat.inner.trials import (
     StepInput,
@@ -100,6 +103,15 @@ class RL2Config:
     its hidden state stays float32; on CUDA, autocast runs cuDNN's GRU in bfloat16 as a
     whole (not measured yet). ``benchmarks/rl2_throughput.py`` times both learners and
     checks that they learn alike."""
+    compile_learner: bool = False
+    """``torch.compile`` the learner's loss and gradient per minibatch (the GRU as a loop of
+    steps, whose element-wise work Inductor fuses; see :meth:`GRUPolicy.unroll`). Same
+    function, same numbers up to float rounding; a one-off compile per minibatch shape that
+    grows with the trial length (20-40 s at 10 steps, 5-8 min at 100 on one CPU core), and
+    a gain that grows with the update's share of element-wise work (small minibatches, the
+    LN-GRU); needs a C++ compiler (without one it warns and runs eagerly).
+    ``benchmarks/rl2_compile.py`` times it beside the eager learner on a table cell,
+    ``benchmarks/rl2_throughput.py --compile`` against RLlib."""
 
     def __post_init__(self) -> None:
         positive = (
@@ -235,6 +247,53 @@ class RL2RolloutJob:
         return out
 
 
+# -- the learner's gradient ----------------------------------------------------------------
+GradFn = Callable[..., tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]]]
+
+
+def minibatch_loss(
+    net: GRUPolicy, cfg: RL2Config, params: Params, *batch: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PPO's loss on a minibatch of whole trials ``(x [T, B, in], action, old logp,
+    advantages, value targets)``, unrolled from the zero state, and its diagnostics."""
+    x, action, old_logp, adv, ret = batch
+    dtype = LEARNER_DTYPES[cfg.learner_dtype]
+    h0 = net.initial_hidden(x.shape[1], x.device)
+    with torch.autocast(x.device.type, dtype, enabled=dtype != torch.float32):
+        head, values, _ = net.unroll(params, x, h0, loop=cfg.compile_learner)
+    logp, entropy = net.log_prob_entropy(params, head, action)
+    return clipped_ppo_loss(
+        logp, entropy, values, old_logp, adv, ret, cfg.clip, cfg.value_coef, cfg.entropy_coef
+    )
+
+
+_COMPILED: dict[tuple[Any, ...], GradFn] = {}
+
+
+def minibatch_grad(net: GRUPolicy, cfg: RL2Config) -> GradFn:
+    """``(params, *batch) -> (gradients in params' order, diagnostics)`` of
+    :func:`minibatch_loss`: autograd on the eager loss, or with ``cfg.compile_learner`` one
+    ``torch.compile``-d ``torch.func.grad`` per network and loss setting (cached across
+    phases and instances: compiling is the slow part)."""
+    if not cfg.compile_learner:
+
+        def eager(params: Params, *batch: torch.Tensor) -> Any:
+            loss, info = minibatch_loss(net, cfg, params, *batch)
+            return torch.autograd.grad(loss, list(params.values())), info
+
+        return eager
+    key = (net, cfg.learner_dtype, cfg.clip, cfg.value_coef, cfg.entropy_coef)
+    if key not in _COMPILED:
+        grad = torch.func.grad(partial(minibatch_loss, net, cfg), has_aux=True)
+
+        def compiled_grad(params: Params, *batch: torch.Tensor) -> Any:
+            grads, info = grad({k: p.detach() for k, p in params.items()}, *batch)
+            return tuple(grads[k] for k in params), info
+
+        _COMPILED[key] = compiled(compiled_grad, "the RL² learner's gradient")
+    return _COMPILED[key]
+
+
 # -- the outer loop ------------------------------------------------------------------------
 class RL2(OuterLoop[RL2Config, RL2State]):
     """RL² meta-training on a batchable RL family (bandit, tabular_mdp, point_nav, ...)
@@ -321,31 +380,15 @@ class RL2(OuterLoop[RL2Config, RL2State]):
         params = {k: v.detach().requires_grad_(True) for k, v in state.params.items()}
         m, v, step = state.adam_m, state.adam_v, state.adam_step
         sums: dict[str, float] = {}
-        h0 = self.net.initial_hidden(1, self.device)
-        dtype = LEARNER_DTYPES[cfg.learner_dtype]
+        grad_fn = minibatch_grad(self.net, cfg)
         for _ in range(cfg.epochs):
             perm = torch.randperm(b, generator=gen).to(self.device)
             for idx in perm.chunk(cfg.minibatches):
                 a = adv[:, idx]
                 if a.numel() > 1:
                     a = (a - a.mean()) / (a.std() + 1e-8)
-                with torch.autocast(self.device.type, dtype, enabled=dtype != torch.float32):
-                    head, values, _ = self.net.unroll(
-                        params, batch["x"][:, idx], h0.expand(len(idx), -1)
-                    )
-                logp, entropy = self.net.log_prob_entropy(params, head, batch["action"][:, idx])
-                loss, info = clipped_ppo_loss(
-                    logp,
-                    entropy,
-                    values,
-                    batch["logp"][:, idx],
-                    a,
-                    ret_n[:, idx],
-                    cfg.clip,
-                    cfg.value_coef,
-                    cfg.entropy_coef,
-                )
-                grads = torch.autograd.grad(loss, list(params.values()))
+                x, action, old_logp = (batch[k][:, idx] for k in ("x", "action", "logp"))
+                grads, info = grad_fn(params, x, action, old_logp, a, ret_n[:, idx])
                 sq = [g.pow(2).sum() for g in grads]  # params is never empty
                 norm = torch.sqrt(sum(sq[1:], sq[0]))
                 clip_scale = torch.clamp(cfg.max_grad_norm / (norm + 1e-6), max=1.0)
