@@ -21,7 +21,7 @@ CELLS = {
     "b10x5": 6.0,
     "b10x10": 6.0,
     "b10x50": 6.0,
-    "b100x5": 72.0,  # random 50, the shipped LN-GRU policy 76.7 (78.0 on 50,000 tasks)
+    "b100x5": 72.0,  # random 50, the shipped LN-GRU policy 77.1 (78.2 on 50,000 tasks)
     "b100x10": 77.0,  # random 50, the shipped LN-GRU policy 82.4 (82.7 on 50,000 tasks)
     "b500x5": 377.0,  # random 250, the shipped LN-GRU policy 399.5
     "b100x50": 77.0,  # random 50, the shipped LN-GRU policy 83.5 (83.7 on 50,000 tasks)
