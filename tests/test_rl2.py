@@ -93,10 +93,10 @@ def test_rollout_steps_and_the_learners_whole_trial_unroll_agree(cell: str) -> N
     assert torch.allclose(h, h_end, atol=1e-5)
 
 
-@pytest.mark.parametrize("cell", ["gru", "lngru"])
-def test_the_loop_unroll_computes_what_the_gru_op_computes(cell: str) -> None:
+def test_the_loop_unroll_computes_what_the_gru_op_computes() -> None:
     # the compiled learner unrolls the plain GRU as a Python loop (gru_loop): same function
-    net = GRUPolicy(4, 3, 16, cell=cell)
+    # (the LN-GRU is a loop already, so loop=True changes nothing there: no case for it)
+    net = GRUPolicy(4, 3, 16, cell="gru")
     params = net.init_params(1)
     x, h0 = torch.randn(9, 5, net.input_size), torch.randn(5, 16)
     ref_out = zip(net.unroll(params, x, h0), net.unroll(params, x, h0, loop=True), strict=True)
