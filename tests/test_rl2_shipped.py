@@ -24,7 +24,7 @@ CELLS = {
     "b100x5": 72.0,  # random 50, the shipped LN-GRU policy 77.1 (78.2 on 50,000 tasks)
     "b100x10": 77.0,  # random 50, the shipped LN-GRU policy 82.4 (82.7 on 50,000 tasks)
     "b500x5": 377.0,  # random 250, the shipped LN-GRU policy 399.5
-    "b100x50": 77.0,  # random 50, the shipped LN-GRU policy 84.4 (84.6 on 50,000 tasks)
+    "b100x50": 77.0,  # random 50, the shipped LN-GRU policy 84.5 (84.7 on 50,000 tasks)
     "b500x10": 402.0,  # random 250, the shipped LN-GRU policy 434.2 (434.0 on 20,000 tasks)
     "b500x50": 408.0,  # random 250, the shipped LN-GRU policy 438.5
     "m10": 122.0,  # random 100, the shipped policy 134 (PSRL's level)
