@@ -300,8 +300,8 @@ def train_rl2(
     tasks: less selection bias from evaluation noise). Every phase with a budget is
     listed in ``facts["phases"]``, so the cell's note can say how it was trained. A phase
     that sets a larger ``hidden_size`` grows the saved GRU without changing what it
-    computes (:func:`widen_hidden`); like ``time_inputs``, the new shape stays for later
-    phases and for scoring.
+    computes (:func:`widen_hidden`; an LN-GRU's copied units add a little noise); like
+    ``time_inputs``, the new shape stays for later phases and for scoring.
 
     ``init_from`` warm-starts a cell that has no checkpoint yet from another cell's kept
     best parameters (same network shapes, e.g. bandits with more pulls per trial, or a
@@ -457,19 +457,21 @@ def widen_inputs(saved: dict[str, Any], input_size: int) -> dict[str, Any]:
 
 def widen_hidden(saved: dict[str, Any], init: dict[str, torch.Tensor]) -> dict[str, Any]:
     """A saved RL² state grown to the GRU of ``init`` (fresh parameters of the wider
-    network, :meth:`GRUPolicy.init_params`), computing the same function (Net2Net-style):
-    the new units take their weights from ``init``, but the old units' gates and both
-    heads read them with zero weights, so the policy and value are unchanged until
-    training uses them. New entries start with zero Adam moments; the old ones keep
-    theirs. A smaller network is an error."""
+    network, :meth:`GRUPolicy.init_params`), computing the same function (Net2Net-style).
+
+    A plain GRU's new units take their weights from ``init``, but the old units' gates and
+    both heads read them with zero weights, so the policy and value are unchanged until
+    training uses them; new entries start with zero Adam moments and the old ones keep
+    theirs. An LN-GRU grows by copying (:func:`_widen_lngru`), which needs a whole multiple
+    of its units. A smaller network is an error."""
     params = saved["params"]
     have, hidden_size = params["pi.weight"].shape[1], init["pi.weight"].shape[1]
     if hidden_size < have:
         raise ValueError(f"hidden_size {hidden_size}: the checkpoint's GRU has {have} units")
     if hidden_size == have:
         return saved
-    if "gru.weight_hh_l0" not in params:  # new units would change the layer norms' statistics
-        raise ValueError(f"hidden_size {hidden_size}: only a plain GRU (rnn_cell 'gru') can grow")
+    if "gru.weight_hh_l0" not in params:
+        return _widen_lngru(saved, init, hidden_size // have if hidden_size % have == 0 else 0)
 
     def gates(w: torch.Tensor, key: str, source: dict[str, torch.Tensor] | None) -> torch.Tensor:
         """[3h, ...] -> [3H, ...]: each of the r, z, n blocks gets the new units' rows, from
@@ -492,6 +494,60 @@ def widen_hidden(saved: dict[str, Any], init: dict[str, torch.Tensor]) -> dict[s
         t[key] = gates(_zero_columns(t[key], hidden_size - have), key, source)
         for head in ("pi.weight", "v.weight"):
             t[head] = _zero_columns(t[head], hidden_size - have)
+        out[part] = t
+    return out
+
+
+#: the symmetry-breaking noise on an LN-GRU's copied units (:func:`_widen_lngru`), as a
+#: fraction of the wider network's initial weights
+COPY_NOISE = 0.01
+
+
+def _widen_lngru(
+    saved: dict[str, Any], init: dict[str, torch.Tensor], times: int, noise: float = COPY_NOISE
+) -> dict[str, Any]:
+    """A saved LN-GRU state with each unit copied ``times`` times (units ``j``, ``j + H``,
+    ...): every copy reads what the unit read and keeps its layer-norm gain and shift, and
+    whatever read the unit (the recurrence and both heads) reads each copy with ``1 /
+    times`` of the weight. With the copies in step, every layer norm sees the same mean and
+    variance as before (a tiled vector has its tile's statistics) and the policy and value
+    are unchanged. Identical copies would get identical gradients and never part, so the
+    copies after the first get ``noise`` times ``init``'s weights added to the rows that
+    feed them: the function changes by about that much. Adam moments are tiled as they are
+    (Adam's step is invariant to the gradients' scale)."""
+    have = saved["params"]["pi.weight"].shape[1]
+    if times < 2:
+        want = init["pi.weight"].shape[1]
+        raise ValueError(
+            f"hidden_size {want}: an LN-GRU grows by copying its {have} units, so "
+            f"hidden_size must be a multiple of {have}"
+        )
+    hidden_size = have * times
+
+    def rows(w: torch.Tensor) -> torch.Tensor:
+        """[3h, cols] -> [3H, cols]: each gate block's units tiled."""
+        return w.reshape(3, have, -1).repeat(1, times, 1).reshape(3 * hidden_size, -1)
+
+    def jitter(w: torch.Tensor, key: str) -> torch.Tensor:
+        """``w`` (already widened) with noise on the rows of the copies after the first."""
+        blocks = w.reshape(3, hidden_size, -1).clone()
+        source = init[key].reshape(3, hidden_size, -1).to(w)
+        blocks[:, have:] += noise * source[:, have:]
+        return blocks.reshape(w.shape)
+
+    out = dict(saved)
+    for part in ("params", "adam_m", "adam_v"):
+        t = dict(saved[part])
+        scale = 1.0 / times if part == "params" else 1.0
+        t["gru.weight_ih"] = rows(t["gru.weight_ih"])
+        t["gru.weight_hh"] = rows(t["gru.weight_hh"]).repeat(1, times) * scale
+        for key in ("gru.ln_ih_weight", "gru.ln_ih_bias", "gru.ln_hh_weight", "gru.ln_hh_bias"):
+            t[key] = t[key].repeat(1, times)
+        for head in ("pi.weight", "v.weight"):
+            t[head] = t[head].repeat(1, times) * scale
+        if part == "params" and noise:
+            for key in ("gru.weight_ih", "gru.weight_hh"):
+                t[key] = jitter(t[key], key)
         out[part] = t
     return out
 

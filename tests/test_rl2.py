@@ -306,15 +306,49 @@ def test_growing_the_gru_keeps_the_policy_and_training_uses_the_new_units(
     with pytest.raises(ValueError, match="hidden_size 4: the checkpoint's GRU has 8 units"):
         narrow = RL2(dataclasses.replace(cfg, hidden_size=4), small.family, LocalPool(1), 0)
         widen_hidden(small.state_dict(trained), narrow.init().params)
-    ln = RL2(dataclasses.replace(cfg, rnn_cell="lngru"), small.family, LocalPool(1), 0)
-    with pytest.raises(ValueError, match="only a plain GRU"):
-        widen_hidden(ln.state_dict(ln.init()), big.init().params)
     # a table phase that sets a larger hidden_size grows the cell; later phases keep it
     algo, best, facts = train_rl2(setting, 0.2, 0, tmp_path, {"hidden_size": 12}, True, 10)
     assert algo.config.hidden_size == 12 and best.params["pi.weight"].shape == (3, 12)
     algo, best, _ = train_rl2(setting, 0.0, 0, tmp_path)
     assert algo.config.hidden_size == 12 and best.params["gru.weight_hh_l0"].shape == (36, 12)
     assert facts["phases"][-1]["overrides"] == {"hidden_size": 12}
+
+
+def test_growing_an_lngru_copies_its_units(tmp_path: Any) -> None:
+    from metaplat.rl2_table import RL2Setting, _widen_lngru, train_rl2, widen_hidden
+
+    cfg = RL2Config(
+        episodes_per_trial=3, tasks_per_iteration=8, hidden_size=8, minibatches=2, rnn_cell="lngru"
+    )
+    setting = RL2Setting("bandit", {"num_arms": 3}, 3, cfg)
+    small, trained, _ = train_rl2(setting, 0.2, 0, tmp_path, val_tasks=10)
+    big = RL2(dataclasses.replace(cfg, hidden_size=16), small.family, LocalPool(1), 0)
+    saved = small.state_dict(trained)
+    x = torch.randn(5, 4, small.net.input_size)
+    h0 = torch.randn(4, 8)
+    head, value, h_t = small.net.unroll(trained.params, x, h0)
+    # without the noise, the copies compute exactly what the units did, from any state
+    exact = big.load_state_dict(_widen_lngru(saved, big.init().params, 2, noise=0.0))
+    head_big, value_big, h_t_big = big.net.unroll(exact.params, x, torch.cat([h0, h0], 1))
+    assert torch.allclose(head, head_big, atol=1e-5)
+    assert torch.allclose(value, value_big, atol=1e-5)
+    assert torch.allclose(h_t_big, torch.cat([h_t, h_t], 1), atol=1e-5)
+    assert exact.adam_step == trained.adam_step
+    # with it (the default), nearly the same function, and one update parts the copies
+    grown = big.load_state_dict(widen_hidden(saved, big.init().params))
+    head_big, value_big, h_t_big = big.net.unroll(grown.params, x, torch.cat([h0, h0], 1))
+    assert 0 < (head - head_big).abs().max() < 0.05
+    assert 0 < (value - value_big).abs().max() < 0.05
+    stepped, _ = big.step(grown)
+    w = stepped.params["gru.weight_ih"].reshape(3, 16, -1)
+    assert not torch.allclose(w[:, :8], w[:, 8:], atol=1e-4)
+    odd = RL2(dataclasses.replace(cfg, hidden_size=12), small.family, LocalPool(1), 0)
+    with pytest.raises(ValueError, match="hidden_size 12: .* must be a multiple of 8"):
+        widen_hidden(saved, odd.init().params)
+    # a table phase that sets hidden_size=16 grows the saved LN-GRU; later phases keep it
+    algo, best, _ = train_rl2(setting, 0.2, 0, tmp_path, {"hidden_size": 16}, True, 10)
+    assert best.params["gru.weight_hh"].shape == (48, 16)
+    assert train_rl2(setting, 0.0, 0, tmp_path)[0].config.hidden_size == 16
 
 
 class _Wrap:
