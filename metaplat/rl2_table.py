@@ -300,7 +300,7 @@ def train_rl2(
     tasks: less selection bias from evaluation noise). Every phase with a budget is
     listed in ``facts["phases"]``, so the cell's note can say how it was trained. A phase
     that sets a larger ``hidden_size`` grows the saved GRU without changing what it
-    computes (:func:`widen_hidden`; an LN-GRU's copied units add a little noise); like
+    computes (:func:`widen_hidden`; an LN-GRU's split units change it a little); like
     ``time_inputs``, the new shape stays for later phases and for scoring.
 
     ``init_from`` warm-starts a cell that has no checkpoint yet from another cell's kept
@@ -498,9 +498,9 @@ def widen_hidden(saved: dict[str, Any], init: dict[str, torch.Tensor]) -> dict[s
     return out
 
 
-#: the symmetry-breaking noise on an LN-GRU's copied units (:func:`_widen_lngru`), as a
-#: fraction of the wider network's initial weights
-COPY_NOISE = 0.01
+#: the symmetry-breaking offsets of an LN-GRU's copied units (:func:`_widen_lngru`), in
+#: units of the wider network's initial weights
+COPY_NOISE = 1.0
 
 
 def _widen_lngru(
@@ -511,10 +511,14 @@ def _widen_lngru(
     whatever read the unit (the recurrence and both heads) reads each copy with ``1 /
     times`` of the weight. With the copies in step, every layer norm sees the same mean and
     variance as before (a tiled vector has its tile's statistics) and the policy and value
-    are unchanged. Identical copies would get identical gradients and never part, so the
-    copies after the first get ``noise`` times ``init``'s weights added to the rows that
-    feed them: the function changes by about that much. Adam moments are tiled as they are
-    (Adam's step is invariant to the gradients' scale)."""
+    are unchanged. Identical copies would get identical gradients and never part (1%
+    noise on one copy's rows left them as close after 54 updates as at the start), so the
+    rows that feed each unit's copies get offsets that sum to zero across the copies
+    (``noise`` times ``init``'s rows, centred), as when splitting neurons: the readers'
+    sum of the copies and each layer norm's mean move only at second order (the shipped
+    n=100, k=50 file, doubled, on 2000 meta-val tasks: 84.77 before, 84.79 / 84.80 / 84.78
+    with offsets of 0.1 / 0.3 / 1.0). Adam moments are tiled as they are (Adam's step is
+    invariant to the gradients' scale)."""
     have = saved["params"]["pi.weight"].shape[1]
     if times < 2:
         want = init["pi.weight"].shape[1]
@@ -529,11 +533,10 @@ def _widen_lngru(
         return w.reshape(3, have, -1).repeat(1, times, 1).reshape(3 * hidden_size, -1)
 
     def jitter(w: torch.Tensor, key: str) -> torch.Tensor:
-        """``w`` (already widened) with noise on the rows of the copies after the first."""
-        blocks = w.reshape(3, hidden_size, -1).clone()
-        source = init[key].reshape(3, hidden_size, -1).to(w)
-        blocks[:, have:] += noise * source[:, have:]
-        return blocks.reshape(w.shape)
+        """``w`` (already widened) with zero-mean noise across each unit's copies."""
+        source = init[key].reshape(3, times, have, -1).to(w)
+        offsets = noise * (source - source.mean(1, keepdim=True))
+        return (w.reshape(3, times, have, -1) + offsets).reshape(w.shape)
 
     out = dict(saved)
     for part in ("params", "adam_m", "adam_v"):
