@@ -457,7 +457,8 @@ def widen_inputs(saved: dict[str, Any], input_size: int) -> dict[str, Any]:
 
 def widen_hidden(saved: dict[str, Any], init: dict[str, torch.Tensor]) -> dict[str, Any]:
     """A saved RL² state grown to the GRU of ``init`` (fresh parameters of the wider
-    network, :meth:`GRUPolicy.init_params`), computing the same function (Net2Net-style).
+    network, :meth:`GRUPolicy.init_params`), computing the same function (Net2Net-style;
+    an LN-GRU's, up to second order).
 
     A plain GRU's new units take their weights from ``init``, but the old units' gates and
     both heads read them with zero weights, so the policy and value are unchanged until
