@@ -338,3 +338,25 @@ def test_local_ray_too_small_is_an_error(tmp_path: Path, ray_session: None) -> N
         r"2 CPU, 0 GPU",
     ):
         check_fits_locally(toy_spec(tmp_path, workers={"num_workers": 4, "num_gpus": 0.5}))
+
+
+def test_embedded_ray_never_joins_another_local_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without an address, ``metaplat run`` starts its own Ray (``address="local"``): a bare
+    ``ray.init()`` would join the latest ``ray start`` cluster on the machine (seen here: a
+    quickstart joined a test session's cluster and lost its trial when the tests ended)."""
+    import ray
+
+    from metaplat.tuning.runner import ray_session
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with ray_session() as embedded:
+        assert embedded
+    assert calls[-1]["address"] == "local" and calls[-1]["dashboard_host"] == "127.0.0.1"
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    with ray_session() as embedded:
+        assert not embedded
+    assert calls[-1]["address"] == "10.0.0.1:6379"

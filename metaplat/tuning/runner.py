@@ -49,7 +49,9 @@ def ray_session(address: str | None = None, dashboard: bool = True) -> Iterator[
         ray.init(address=address, log_to_driver=True)
     else:
         # Embedded local Ray; the dashboard listens on loopback only, never 0.0.0.0.
-        ray.init(include_dashboard=dashboard, dashboard_host="127.0.0.1")
+        # address="local": a new instance even when a `ray start` cluster runs on this
+        # machine (a bare ray.init() joins the latest one, whose owner may stop it under us)
+        ray.init(address="local", include_dashboard=dashboard, dashboard_host="127.0.0.1")
     try:
         yield not address
     finally:
