@@ -472,7 +472,7 @@ def widen_hidden(saved: dict[str, Any], init: dict[str, torch.Tensor]) -> dict[s
     if hidden_size == have:
         return saved
     if "gru.weight_hh_l0" not in params:
-        return _widen_lngru(saved, init, hidden_size // have if hidden_size % have == 0 else 0)
+        return _widen_lngru(saved, init)
 
     def gates(w: torch.Tensor, key: str, source: dict[str, torch.Tensor] | None) -> torch.Tensor:
         """[3h, ...] -> [3H, ...]: each of the r, z, n blocks gets the new units' rows, from
@@ -505,9 +505,9 @@ COPY_NOISE = 1.0
 
 
 def _widen_lngru(
-    saved: dict[str, Any], init: dict[str, torch.Tensor], times: int, noise: float = COPY_NOISE
+    saved: dict[str, Any], init: dict[str, torch.Tensor], noise: float = COPY_NOISE
 ) -> dict[str, Any]:
-    """A saved LN-GRU state with each unit copied ``times`` times (units ``j``, ``j + H``,
+    """A saved LN-GRU state grown to ``init``'s width, each unit copied ``times`` times (units ``j``, ``j + H``,
     ...): every copy reads what the unit read and keeps its layer-norm gain and shift, and
     whatever read the unit (the recurrence and both heads) reads each copy with ``1 /
     times`` of the weight. With the copies in step, every layer norm sees the same mean and
@@ -520,14 +520,13 @@ def _widen_lngru(
     n=100, k=50 file, doubled, on 2000 meta-val tasks: 84.77 before, 84.79 / 84.80 / 84.78
     with offsets of 0.1 / 0.3 / 1.0). Adam moments are tiled as they are (Adam's step is
     invariant to the gradients' scale)."""
-    have = saved["params"]["pi.weight"].shape[1]
-    if times < 2:
-        want = init["pi.weight"].shape[1]
+    have, hidden_size = saved["params"]["pi.weight"].shape[1], init["pi.weight"].shape[1]
+    if hidden_size % have:
         raise ValueError(
-            f"hidden_size {want}: an LN-GRU grows by copying its {have} units, so "
+            f"hidden_size {hidden_size}: an LN-GRU grows by copying its {have} units, so "
             f"hidden_size must be a multiple of {have}"
         )
-    hidden_size = have * times
+    times = hidden_size // have
 
     def rows(w: torch.Tensor) -> torch.Tensor:
         """[3h, cols] -> [3H, cols]: each gate block's units tiled."""

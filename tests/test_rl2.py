@@ -328,7 +328,7 @@ def test_growing_an_lngru_copies_its_units(tmp_path: Any) -> None:
     h0 = torch.randn(4, 8)
     head, value, h_t = small.net.unroll(trained.params, x, h0)
     # without the noise, the copies compute exactly what the units did, from any state
-    exact = big.load_state_dict(_widen_lngru(saved, big.init().params, 2, noise=0.0))
+    exact = big.load_state_dict(_widen_lngru(saved, big.init().params, noise=0.0))
     head_big, value_big, h_t_big = big.net.unroll(exact.params, x, torch.cat([h0, h0], 1))
     assert torch.allclose(head, head_big, atol=1e-5)
     assert torch.allclose(value, value_big, atol=1e-5)
@@ -344,7 +344,7 @@ def test_growing_an_lngru_copies_its_units(tmp_path: Any) -> None:
 
     # ... at second order: the same offsets put on one copy only (a first-order change)
     # move the value 50-120x more than split across both (0.1 leaves a wide margin)
-    split = _widen_lngru(saved, big.init().params, 2, 0.01)["params"]
+    split = _widen_lngru(saved, big.init().params, 0.01)["params"]
     one_sided = dict(exact.params)
     for key in ("gru.weight_ih", "gru.weight_hh"):
         w = exact.params[key].reshape(3, 2, 8, -1).clone()
