@@ -507,19 +507,19 @@ COPY_NOISE = 1.0
 def _widen_lngru(
     saved: dict[str, Any], init: dict[str, torch.Tensor], noise: float = COPY_NOISE
 ) -> dict[str, Any]:
-    """A saved LN-GRU state grown to ``init``'s width, each unit copied ``times`` times (units ``j``, ``j + H``,
-    ...): every copy reads what the unit read and keeps its layer-norm gain and shift, and
-    whatever read the unit (the recurrence and both heads) reads each copy with ``1 /
-    times`` of the weight. With the copies in step, every layer norm sees the same mean and
-    variance as before (a tiled vector has its tile's statistics) and the policy and value
-    are unchanged. Identical copies would get identical gradients and never part (1%
-    noise on one copy's rows left them as close after 54 updates as at the start), so the
-    rows that feed each unit's copies get offsets that sum to zero across the copies
-    (``noise`` times ``init``'s rows, centred), as when splitting neurons: the readers'
-    sum of the copies and each layer norm's mean move only at second order (the shipped
-    n=100, k=50 file, doubled, on 2000 meta-val tasks: 84.77 before, 84.79 / 84.80 / 84.78
-    with offsets of 0.1 / 0.3 / 1.0). Adam moments are tiled as they are (Adam's step is
-    invariant to the gradients' scale)."""
+    """A saved LN-GRU state grown to ``init``'s width (``times`` its own), each unit copied
+    ``times`` times (units ``j``, ``j + H``, ...): every copy reads what the unit read and
+    keeps its layer-norm gain and shift, and whatever read the unit (the recurrence and
+    both heads) reads each copy with ``1 / times`` of the weight. With the copies in step,
+    every layer norm sees the same mean and variance as before (a tiled vector has its
+    tile's statistics) and the policy and value are unchanged. Identical copies would get
+    identical gradients and never part (1% noise on one copy's rows left them as close
+    after 54 updates as at the start), so the rows that feed each unit's copies get
+    offsets that sum to zero across the copies (``noise`` times ``init``'s rows, centred),
+    as when splitting neurons: the readers' sum of the copies and each layer norm's mean
+    move only at second order (the shipped n=100, k=50 file, doubled, on 2000 meta-val
+    tasks: 84.77 before, 84.79 / 84.80 / 84.78 with offsets of 0.1 / 0.3 / 1.0). Adam
+    moments are tiled as they are (Adam's step is invariant to the gradients' scale)."""
     have, hidden_size = saved["params"]["pi.weight"].shape[1], init["pi.weight"].shape[1]
     if hidden_size % have:
         raise ValueError(
